@@ -1,0 +1,1 @@
+"""bestmatch online service and the definitions shared with jobs and training."""

@@ -1,0 +1,153 @@
+"""Redis feature store: per-item CTR, impressions and impression probability.
+
+Keyspace (``prefix`` defaults to ``bm:feat``)::
+
+    {prefix}:current             -> version name of the served snapshot (the pointer)
+    {prefix}:{version}:meta      -> JSON: priors, item count, created_at
+    {prefix}:{version}:{item_id} -> 12 bytes: float32 LE ctr, impressions, impression_prob
+
+A publisher writes a whole new version, then moves the pointer in one SET, so readers
+never see a half-written snapshot. Readers fetch all candidates with one MGET. Items
+the version does not hold get the version's priors (or DEFAULT_PRIORS); when Redis is
+slow or down the batch is all priors and flagged, and Redis is left alone for
+``retry_after_s`` so an outage does not add a timeout to every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from app.feature_spec import DEFAULT_PRIORS, STORE_FEATURES
+
+VALUE_DTYPE = np.dtype("<f4")
+VALUE_BYTES = VALUE_DTYPE.itemsize * len(STORE_FEATURES)
+
+
+def pack(values: Iterable[float]) -> bytes:
+    return np.asarray(list(values), dtype=VALUE_DTYPE).tobytes()
+
+
+@dataclass
+class FeatureBatch:
+    values: dict[str, np.ndarray]  # STORE_FEATURES -> float array [N]
+    missing: np.ndarray  # bool [N]: prior used
+    version: str | None
+    degraded: str | None = None  # reason, when the store could not be read
+
+
+def current_key(prefix: str) -> str:
+    return f"{prefix}:current"
+
+
+def meta_key(prefix: str, version: str) -> str:
+    return f"{prefix}:{version}:meta"
+
+
+def item_key(prefix: str, version: str, item_id: str) -> str:
+    return f"{prefix}:{version}:{item_id}"
+
+
+class FeatureStore:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str = "bm:feat",
+        timeout_s: float = 0.05,
+        pointer_ttl_s: float = 1.0,
+        retry_after_s: float = 1.0,
+    ):
+        self.redis = redis
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self.pointer_ttl_s = pointer_ttl_s
+        self.retry_after_s = retry_after_s
+        self._version: str | None = None
+        self._prior_bytes = pack(DEFAULT_PRIORS[f] for f in STORE_FEATURES)
+        self._checked_at = -float("inf")
+        self._skip_until = -float("inf")
+
+    async def _refresh_pointer(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < self.pointer_ttl_s:
+            return
+        raw = await self.redis.get(current_key(self.prefix))
+        version = raw.decode() if raw is not None else None
+        if version != self._version:
+            meta = await self.redis.get(meta_key(self.prefix, version)) if version else None
+            priors = {**DEFAULT_PRIORS, **(orjson.loads(meta).get("priors", {}) if meta else {})}
+            self._prior_bytes = pack(priors[f] for f in STORE_FEATURES)
+            self._version = version
+        self._checked_at = now
+
+    def _all_priors(self, n: int, reason: str | None) -> FeatureBatch:
+        return self._decode([None] * n, reason)
+
+    def _decode(self, raw: list[bytes | None], reason: str | None = None) -> FeatureBatch:
+        missing = np.fromiter((v is None for v in raw), dtype=bool, count=len(raw))
+        prior = self._prior_bytes
+        buf = b"".join(prior if v is None else v for v in raw)
+        table = np.frombuffer(buf, dtype=VALUE_DTYPE).reshape(len(raw), len(STORE_FEATURES))
+        values = {name: table[:, j] for j, name in enumerate(STORE_FEATURES)}
+        return FeatureBatch(values, missing, self._version, reason)
+
+    async def fetch(self, item_ids: list[str]) -> FeatureBatch:
+        """Features of ``item_ids`` in order; never raises for store trouble."""
+        if time.monotonic() < self._skip_until:
+            return self._all_priors(len(item_ids), "feature_store_unavailable")
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._refresh_pointer()
+                if self._version is None:
+                    return self._all_priors(len(item_ids), "no_feature_version")
+                keys = [item_key(self.prefix, self._version, i) for i in item_ids]
+                raw = await self.redis.mget(keys) if keys else []
+        except (RedisError, OSError, TimeoutError):
+            self._skip_until = time.monotonic() + self.retry_after_s
+            self._checked_at = -float("inf")
+            return self._all_priors(len(item_ids), "feature_store_unavailable")
+        return self._decode(raw)
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s * 4):
+                return bool(await self.redis.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+
+async def write_version(
+    redis: aioredis.Redis,
+    prefix: str,
+    version: str,
+    rows: Iterable[tuple[str, float, float, float]],
+    priors: dict[str, float] | None = None,
+    chunk: int = 5000,
+) -> int:
+    """Write one snapshot (item_id, ctr, impressions, impression_prob) under ``version``.
+
+    Does not move the pointer: call :func:`switch_version` once the write is verified.
+    """
+    count = 0
+    pipe = redis.pipeline(transaction=False)
+    for item_id, *values in rows:
+        pipe.set(item_key(prefix, version, item_id), pack(values))
+        count += 1
+        if count % chunk == 0:
+            await pipe.execute()
+    meta = {"priors": {**DEFAULT_PRIORS, **(priors or {})}, "items": count,
+            "created_at": time.time()}
+    pipe.set(meta_key(prefix, version), orjson.dumps(meta))
+    await pipe.execute()
+    return count
+
+
+async def switch_version(redis: aioredis.Redis, prefix: str, version: str) -> None:
+    await redis.set(current_key(prefix), version)

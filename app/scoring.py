@@ -1,0 +1,168 @@
+"""ONNX models: loading, validation against the feature spec, and scoring.
+
+A model lives in ``models/<name>/<version>/`` as ``model.onnx`` + ``manifest.json``.
+:class:`ModelRegistry` holds the served model; :meth:`ModelRegistry.load` swaps in a
+new one only after it passed every check, so a broken or mismatched model is refused
+with a clear error and the previous one keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from app.feature_spec import (
+    DENSE_DIM,
+    INPUT_DENSE,
+    INPUT_QUERY_IDS,
+    INPUT_TITLE_IDS,
+    OUTPUT_SCORE,
+    spec_hash,
+)
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class ModelError(Exception):
+    """A model that cannot be served; the message says why."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    path: Path
+    manifest: dict
+    session: ort.InferenceSession
+    provider: str
+
+    def score(self, dense: np.ndarray, query_ids: np.ndarray, title_ids: np.ndarray) -> np.ndarray:
+        """Scores [N] of N candidates in one run."""
+        (out,) = self.session.run(
+            [OUTPUT_SCORE],
+            {INPUT_DENSE: dense, INPUT_QUERY_IDS: query_ids, INPUT_TITLE_IDS: title_ids},
+        )
+        return out
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "provider": self.provider}
+
+
+def _version_key(v: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", v))
+
+
+def resolve_version(models_dir: Path, name: str, version: str) -> Path:
+    base = models_dir / name
+    if version != "latest":
+        return base / version
+    versions = sorted((p.parent.name for p in base.glob(f"*/{MANIFEST}")), key=_version_key)
+    if not versions:
+        raise ModelError(f"no model versions under {base} (expected {base}/<version>/{MANIFEST})")
+    return base / versions[-1]
+
+
+def providers_for(device: str) -> list[str]:
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU]
+    if CUDA in available:
+        return [CUDA, CPU]
+    if device == "cuda":
+        raise ModelError(f"BESTMATCH_ONNX_DEVICE=cuda but ONNX Runtime offers only {available}")
+    return [CPU]
+
+
+def load_model(path: Path, device: str = "auto", threads: int = 1) -> LoadedModel:
+    """Load and validate one model directory; raises ModelError with the reason."""
+    manifest_path = path / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{manifest_path} not found") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{manifest_path} is not valid JSON: {exc}") from None
+    for key in ("name", "version", "feature_spec_hash"):
+        if key not in manifest:
+            raise ModelError(f"{manifest_path} lacks '{key}'")
+    if manifest["feature_spec_hash"] != spec_hash():
+        raise ModelError(
+            f"{path}: feature spec hash {manifest['feature_spec_hash']} differs from the "
+            f"service's {spec_hash()} (model trained on another feature spec)"
+        )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            str(path / MODEL_FILE), sess_options=opts, providers=providers_for(device)
+        )
+    except ModelError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{path / MODEL_FILE} cannot be loaded: {exc}") from None
+    inputs = {i.name for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    expected = {INPUT_DENSE, INPUT_QUERY_IDS, INPUT_TITLE_IDS}
+    if inputs != expected or OUTPUT_SCORE not in outputs:
+        raise ModelError(
+            f"{path}: inputs {sorted(inputs)} / outputs {sorted(outputs)}; "
+            f"expected inputs {sorted(expected)} and output '{OUTPUT_SCORE}'"
+        )
+    model = LoadedModel(
+        name=manifest["name"], version=str(manifest["version"]), path=path,
+        manifest=manifest, session=session, provider=session.get_providers()[0],
+    )
+    _smoke_test(model)
+    return model
+
+
+def _smoke_test(model: LoadedModel) -> None:
+    try:
+        out = model.score(
+            np.zeros((2, DENSE_DIM), np.float32),
+            np.array([[1, 2]], np.int64),
+            np.array([[1, 0], [2, 3]], np.int64),
+        )
+    except Exception as exc:
+        raise ModelError(f"{model.path}: test inference failed: {exc}") from None
+    if out.shape != (2,) or not np.all(np.isfinite(out)):
+        raise ModelError(f"{model.path}: test inference gave shape {out.shape}, values {out}")
+
+
+class ModelRegistry:
+    """The served model; swapped only for a model that passed :func:`load_model`."""
+
+    def __init__(self, models_dir: Path, device: str = "auto", threads: int = 1):
+        self.models_dir = models_dir
+        self.device = device
+        self.threads = threads
+        self.current: LoadedModel | None = None
+        self.last_error: str | None = None
+
+    def load(self, name: str, version: str = "latest") -> LoadedModel:
+        try:
+            model = load_model(
+                resolve_version(self.models_dir, name, version), self.device, self.threads
+            )
+        except ModelError as exc:
+            self.last_error = str(exc)
+            log.error("model refused, keeping %s: %s",
+                      self.current and self.current.describe(), exc)
+            raise
+        self.current = model
+        self.last_error = None
+        log.info("serving model %s", model.describe())
+        return model

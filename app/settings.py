@@ -1,0 +1,58 @@
+"""All service configuration, read from ``BESTMATCH_*`` environment variables.
+
+Every field here is documented in README ("Configuration"); keep the two in step.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BESTMATCH_", extra="ignore")
+
+    # --- search engine ---
+    engine: Literal["opensearch", "elasticsearch"] = "opensearch"
+    engine_url: str = "http://127.0.0.1:9200"
+    index_alias: str = "listings"
+    engine_timeout_s: float = Field(0.5, gt=0)
+
+    # --- recall ---
+    candidates: int = Field(400, ge=1, le=2000, description="K: candidates recalled and re-ranked")
+    recency_scale: str = "14d"
+    recency_offset: str = "1d"
+    recency_decay: float = Field(0.5, gt=0, lt=1)
+    max_violation_score: float = Field(0.5, ge=0, le=1)
+    max_page_size: int = Field(100, ge=1)
+
+    # --- feature store ---
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    feature_prefix: str = "bm:feat"
+    redis_timeout_s: float = Field(0.05, gt=0)
+    feature_pointer_ttl_s: float = Field(1.0, ge=0)
+    redis_retry_after_s: float = Field(1.0, ge=0)
+
+    # --- model ---
+    models_dir: Path = Path("models")
+    model_name: str = "baseline"
+    model_version: str = "latest"
+    onnx_device: Literal["auto", "cuda", "cpu"] = "auto"
+    onnx_threads: int = Field(1, ge=1)
+
+    # --- blend ---
+    image_weight: float = 0.1
+
+    # --- request handling ---
+    request_deadline_s: float = Field(1.0, gt=0)
+    admin_token: str | None = None
+    log_level: str = "INFO"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

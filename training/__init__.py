@@ -1,0 +1,1 @@
+"""Offline trainers and model builders (import app's shared definitions, never the reverse)."""

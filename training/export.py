@@ -1,0 +1,62 @@
+"""Write a ranker to ``models/<name>/<version>/`` (model.onnx + manifest.json).
+
+The directory is written under a temporary name and renamed into place, so a failed
+export never leaves a half-written version for the service to pick up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import onnx
+
+from app.feature_spec import spec_document, spec_hash
+from app.scoring import MANIFEST, MODEL_FILE
+from training.ranker_graph import RankerWeights, build_onnx
+
+
+def write_model(
+    models_dir: Path,
+    name: str,
+    version: str,
+    weights: RankerWeights,
+    training: dict,
+    metrics: dict | None = None,
+) -> Path:
+    final = Path(models_dir) / name / version
+    if final.exists():
+        raise FileExistsError(f"{final} exists; model versions are immutable")
+    tmp = final.with_name(f".{version}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        proto = build_onnx(weights, producer=f"bestmatch:{name}")
+        data = proto.SerializeToString()
+        (tmp / MODEL_FILE).write_bytes(data)
+        manifest = {
+            "name": name,
+            "version": version,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "feature_spec_hash": spec_hash(),
+            "feature_spec": spec_document(),
+            "architecture": {
+                "embedding": list(weights.embedding.shape),
+                "layers": [list(w.shape) for w, _ in weights.layers],
+                "opset": proto.opset_import[0].version,
+            },
+            "model_sha256": hashlib.sha256(data).hexdigest(),
+            "training": training,
+            "metrics": metrics or {},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        onnx.checker.check_model(str(tmp / MODEL_FILE))
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
