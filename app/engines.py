@@ -86,6 +86,9 @@ class Engine:
     async def count(self, index: str) -> int:
         return (await self._call(self.client.count(index=index)))["count"]
 
+    async def indices(self, pattern: str) -> list[str]:
+        return sorted(await self._call(self.client.indices.get(index=pattern)))
+
     async def alias_targets(self, alias: str) -> list[str]:
         """Indices the alias points to now ([] when it does not exist)."""
         exists = await self._call(self.client.indices.exists_alias(name=alias))

@@ -74,6 +74,11 @@ class FeatureStore:
         self._checked_at = -float("inf")
         self._skip_until = -float("inf")
 
+    @property
+    def version(self) -> str | None:
+        """The snapshot version read last (None before the first read)."""
+        return self._version
+
     async def _refresh_pointer(self) -> None:
         now = time.monotonic()
         if now - self._checked_at < self.pointer_ttl_s:

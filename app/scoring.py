@@ -73,11 +73,16 @@ def resolve_version(models_dir: Path, name: str, version: str) -> Path:
     return base / versions[-1]
 
 
+def _gpu_present() -> bool:
+    return Path("/dev/nvidiactl").exists()
+
+
 def providers_for(device: str) -> list[str]:
+    """CUDA first when ONNX Runtime has it and (for "auto") a GPU device exists."""
     available = ort.get_available_providers()
     if device == "cpu":
         return [CPU]
-    if CUDA in available:
+    if CUDA in available and (device == "cuda" or _gpu_present()):
         return [CUDA, CPU]
     if device == "cuda":
         raise ModelError(f"BESTMATCH_ONNX_DEVICE=cuda but ONNX Runtime offers only {available}")

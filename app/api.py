@@ -1,0 +1,245 @@
+"""HTTP API: search, health, readiness, metrics and model admin.
+
+The search handler validates input (422 with one message per field), runs
+:class:`app.search.Searcher` under the overall deadline and maps failures to JSON
+answers: 503 engine unavailable, 504 deadline exceeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import orjson
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+
+from app import metrics
+from app.engines import EngineRequestError, EngineUnavailable, connect
+from app.feature_store import FeatureStore
+from app.recall import RecallParams
+from app.schemas import Flow, SearchRequest
+from app.scoring import ModelError, ModelRegistry
+from app.search import Searcher
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("bestmatch")
+
+
+def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def error(status: int, code: str, message: str, **extra) -> Response:
+    return json_response({"error": code, "message": message, **extra}, status)
+
+
+def field_errors(errors: list[dict]) -> list[dict]:
+    """Pydantic errors as [{"field": "filters.price_min", "message": ...}]."""
+    out = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query")]
+        out.append({"field": ".".join(loc) or "body", "message": e.get("msg", "invalid")})
+    return out
+
+
+def invalid(fields: list[dict]) -> Response:
+    return error(422, "invalid_request", "the request has invalid fields", fields=fields)
+
+
+class ReloadRequest(BaseModel):
+    name: str | None = None
+    version: str = "latest"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = connect(settings.engine, settings.engine_url, settings.engine_timeout_s)
+        redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        store = FeatureStore(
+            redis, settings.feature_prefix, settings.redis_timeout_s,
+            settings.feature_pointer_ttl_s, settings.redis_retry_after_s,
+        )
+        models = ModelRegistry(settings.models_dir, settings.onnx_device, settings.onnx_threads)
+        _load_model(models, settings.model_name, settings.model_version)
+        app.state.models = models
+        app.state.searcher = Searcher(
+            engine, settings.index_alias, store, models,
+            RecallParams(
+                candidates=settings.candidates,
+                recency_scale=settings.recency_scale,
+                recency_offset=settings.recency_offset,
+                recency_decay=settings.recency_decay,
+                max_violation_score=settings.max_violation_score,
+            ),
+            settings.image_weight,
+        )
+        yield
+        await engine.close()
+        await redis.aclose()
+
+    app = FastAPI(
+        title="bestmatch",
+        version="0.1.0",
+        description="Learning-to-rank re-ranking for marketplace search.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return invalid(field_errors(exc.errors()))
+
+    async def run_search(req: SearchRequest, request_id: str | None) -> Response:
+        fields = []
+        if req.size > settings.max_page_size:
+            fields.append({"field": "size",
+                           "message": f"must be at most {settings.max_page_size}"})
+        if req.flow == "best_match" and req.offset + req.size > settings.candidates:
+            fields.append({"field": "offset",
+                           "message": f"offset + size must be at most {settings.candidates} "
+                                      "(the re-ranked candidates)"})
+        if fields:
+            return invalid(fields)
+        request_id = request_id or uuid.uuid4().hex
+        started = time.perf_counter()
+        status = "ok"
+        try:
+            async with asyncio.timeout(settings.request_deadline_s):
+                answer = await app.state.searcher.search(req)
+        except EngineUnavailable as exc:
+            status = "engine_unavailable"
+            log.warning("engine unavailable: %s", exc)
+            return error(503, status, "the search engine is unavailable; retry later",
+                         request_id=request_id)
+        except TimeoutError:
+            status = "deadline_exceeded"
+            return error(504, status, f"no answer within {settings.request_deadline_s}s",
+                         request_id=request_id)
+        except EngineRequestError as exc:
+            status = "engine_rejected"
+            log.error("engine rejected the recall query: %s", exc)
+            return error(500, status, "the search engine rejected the query",
+                         request_id=request_id)
+        finally:
+            metrics.REQUESTS.labels(req.flow, status).inc()
+            if status != "ok":
+                metrics.ERRORS.labels(status).inc()
+        answer["request_id"] = request_id
+        t = time.perf_counter()
+        body = orjson.dumps(answer)
+        metrics.STAGE["serialize"].observe(time.perf_counter() - t)
+        metrics.REQUEST_SECONDS.labels(req.flow).observe(time.perf_counter() - started)
+        return Response(body, media_type="application/json",
+                        headers={"X-Request-ID": request_id})
+
+    @app.post("/v1/search", summary="Search and re-rank")
+    async def search_post(
+        req: SearchRequest, x_request_id: Annotated[str | None, Header()] = None
+    ) -> Response:
+        return await run_search(req, x_request_id)
+
+    @app.get("/v1/search", summary="Search (query-string form, for humans)")
+    async def search_get(
+        query: str,
+        flow: Flow = "best_match",
+        user_id: str | None = None,
+        category: str | None = None,
+        brands: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies it)
+        conditions: Annotated[list[str], Query()] = [],  # noqa: B006
+        price_min: float | None = None,
+        price_max: float | None = None,
+        on_sale_only: bool = True,
+        size: int = 20,
+        offset: int = 0,
+        debug: bool = False,
+        x_request_id: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        filters = {"category": category, "brands": brands, "conditions": conditions,
+                   "price_min": price_min, "price_max": price_max, "on_sale_only": on_sale_only}
+        try:
+            req = SearchRequest.model_validate({
+                "query": query, "flow": flow, "user_id": user_id, "filters": filters,
+                "size": size, "offset": offset, "debug": debug,
+            })
+        except ValidationError as exc:
+            return invalid(field_errors(exc.errors()))
+        return await run_search(req, x_request_id)
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", summary="Readiness: engine, Redis, model")
+    async def readyz() -> Response:
+        searcher: Searcher = app.state.searcher
+        try:
+            health = await searcher.engine.health()
+            engine = {"ok": health.get("status") in ("green", "yellow"),
+                      "status": health.get("status")}
+        except EngineUnavailable as exc:
+            engine = {"ok": False, "error": str(exc)}
+        redis_ok = await searcher.store.ping()
+        model = app.state.models.current
+        checks = {
+            "engine": engine,
+            "redis": {"ok": redis_ok, "feature_version": searcher.store.version},
+            "model": {"ok": model is not None, **(model.describe() if model else {}),
+                      "last_error": app.state.models.last_error},
+        }
+        ready = engine["ok"] and model is not None
+        status = "ready" if ready and redis_ok else "degraded" if ready else "not_ready"
+        return json_response({"status": status, "checks": checks}, 200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/model/reload", summary="Load a model version (admin token)")
+    async def reload_model(
+        body: ReloadRequest | None = None,
+        x_admin_token: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        if not settings.admin_token:
+            return error(403, "admin_disabled", "set BESTMATCH_ADMIN_TOKEN to enable admin")
+        if x_admin_token != settings.admin_token:
+            return error(401, "unauthorized", "missing or wrong X-Admin-Token")
+        body = body or ReloadRequest()
+        models: ModelRegistry = app.state.models
+        name = body.name or (models.current.name if models.current else settings.model_name)
+        try:
+            model = await asyncio.to_thread(_load_model, models, name, body.version, True)
+        except ModelError as exc:
+            return error(409, "model_refused", str(exc),
+                         serving=models.current.describe() if models.current else None)
+        return json_response({"status": "loaded", "model": model.describe()})
+
+    return app
+
+
+def _load_model(models: ModelRegistry, name: str, version: str, strict: bool = False):
+    """Load a model and publish its metrics; at start-up a refusal is logged, not fatal."""
+    try:
+        model = models.load(name, version)
+    except ModelError:
+        metrics.MODEL_RELOADS.labels("refused").inc()
+        if strict:
+            raise
+        return None
+    metrics.MODEL_RELOADS.labels("loaded").inc()
+    metrics.set_model_info(model.name, model.version, model.provider)
+    return model

@@ -1,0 +1,37 @@
+"""Prometheus metrics of the service (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+STAGES = ("tokenize", "recall", "features", "score", "blend", "serialize")
+_LATENCY_BUCKETS = (
+    0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+    0.075, 0.1, 0.2, 0.5, 1.0, 2.0,
+)
+
+STAGE_SECONDS = Histogram(
+    "bestmatch_stage_seconds", "Latency of one request stage", ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+STAGE = {s: STAGE_SECONDS.labels(s) for s in STAGES}
+REQUEST_SECONDS = Histogram(
+    "bestmatch_request_seconds", "End-to-end latency of search requests", ["flow"],
+    buckets=_LATENCY_BUCKETS,
+)
+REQUESTS = Counter("bestmatch_requests_total", "Search requests by answer", ["flow", "status"])
+CANDIDATES = Histogram(
+    "bestmatch_candidates", "Candidates recalled per request",
+    buckets=(0, 1, 10, 50, 100, 200, 300, 400, 600, 1000, 2000),
+)
+DEGRADED = Counter("bestmatch_degraded_total", "Answers degraded, by reason", ["reason"])
+ERRORS = Counter("bestmatch_errors_total", "Failed requests, by kind", ["kind"])
+MODEL_INFO = Gauge(
+    "bestmatch_model_info", "The served model (value 1)", ["name", "version", "provider"]
+)
+MODEL_RELOADS = Counter("bestmatch_model_reloads_total", "Model loads by outcome", ["outcome"])
+
+
+def set_model_info(name: str, version: str, provider: str) -> None:
+    MODEL_INFO.clear()
+    MODEL_INFO.labels(name, version, provider).set(1)

@@ -1,0 +1,182 @@
+"""The request path: tokenise -> recall -> features -> score -> blend -> page.
+
+Reads top to bottom; each stage is timed (response ``timings_ms`` and the
+``bestmatch_stage_seconds`` histogram). A failure of the feature store or the model
+degrades the answer (priors / recall order) and names the reason in ``degraded``;
+an engine failure raises :class:`app.engines.EngineUnavailable` for the API to map.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
+
+from app import metrics
+from app.engines import Engine
+from app.feature_spec import DENSE_NAMES, dense_matrix
+from app.feature_store import FeatureStore
+from app.listings import CONDITIONS
+from app.recall import RecallParams, best_match_body, newest_body
+from app.schemas import SearchRequest
+from app.scoring import ModelRegistry
+from app.tokenizer import tokenize_query
+
+CONDITION_ORDINAL = {c: i / (len(CONDITIONS) - 1) for i, c in enumerate(CONDITIONS)}
+DEBUG_SOURCE = ("title",)
+
+log = logging.getLogger(__name__)
+
+
+def blend_scores(model_scores: np.ndarray, image_scores: np.ndarray, weight: float) -> np.ndarray:
+    """Final score = model score + weight x image_score."""
+    return model_scores + weight * image_scores
+
+
+@dataclass
+class Candidates:
+    """Recall hits as columns (one row per candidate, in recall order)."""
+
+    ids: list[str]
+    recall_score: np.ndarray
+    price: np.ndarray
+    created_ms: np.ndarray
+    condition: np.ndarray
+    image_score: np.ndarray
+    title_ids: np.ndarray  # int64 [N, L], 0-padded
+    titles: list[str] | None
+
+    @classmethod
+    def from_hits(cls, hits: list[dict], with_titles: bool = False) -> "Candidates":
+        n = len(hits)
+        src = [h["_source"] for h in hits]
+        token_lists = [s["title_token_ids"] for s in src]
+        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=n)
+        title_ids = np.zeros((n, max(int(lengths.max(initial=0)), 1)), dtype=np.int64)
+        title_ids[np.arange(title_ids.shape[1]) < lengths[:, None]] = np.fromiter(
+            chain.from_iterable(token_lists), dtype=np.int64, count=int(lengths.sum())
+        )
+        return cls(
+            ids=[h["_id"] for h in hits],
+            recall_score=np.fromiter((h["_score"] or 0.0 for h in hits), np.float64, n),
+            price=np.fromiter((s["price"] for s in src), np.float64, n),
+            created_ms=np.fromiter((s["created_at"] for s in src), np.float64, n),
+            condition=np.fromiter((CONDITION_ORDINAL[s["condition"]] for s in src), np.float64, n),
+            image_score=np.fromiter((s.get("image_score", 0.0) for s in src), np.float64, n),
+            title_ids=title_ids,
+            titles=[s.get("title", "") for s in src] if with_titles else None,
+        )
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        metrics.STAGE[stage].observe(now - self._t)
+        self.timings[stage] = round((now - self._t) * 1000, 3)
+        self._t = now
+
+
+class Searcher:
+    def __init__(
+        self, engine: Engine, index: str, store: FeatureStore, models: ModelRegistry,
+        recall: RecallParams, image_weight: float,
+    ):
+        self.engine = engine
+        self.index = index
+        self.store = store
+        self.models = models
+        self.recall = recall
+        self.image_weight = image_weight
+
+    async def search(self, req: SearchRequest) -> dict:
+        watch = Stopwatch()
+        tokens, query_ids = tokenize_query(req.query)
+        watch.lap("tokenize")
+        answer: dict = {"query": req.query, "flow": req.flow, "tokens": list(tokens),
+                        "model": None, "degraded": []}
+        extra = DEBUG_SOURCE if req.debug else ()
+        now_ms = int(time.time() * 1000)
+        if req.flow == "newest":
+            body = newest_body(tokens, req.filters, self.recall, req.size, req.offset, extra)
+        else:
+            body = best_match_body(tokens, req.filters, self.recall, now_ms, extra)
+        # No tokens (e.g. only punctuation): nothing can match, skip the engine.
+        hits = await self.engine.search(self.index, body) if tokens else []
+        watch.lap("recall")
+        metrics.CANDIDATES.observe(len(hits))
+        answer["candidates"] = len(hits)
+        if req.flow == "newest" or not hits:
+            answer["items"] = _newest_items(hits, req.debug) if req.flow == "newest" else []
+            answer["timings_ms"] = watch.timings
+            return answer
+
+        cands = Candidates.from_hits(hits, with_titles=req.debug)
+        store = await self.store.fetch(cands.ids)
+        if store.degraded:
+            answer["degraded"].append(store.degraded)
+        dense = dense_matrix({
+            "recall_score": cands.recall_score,
+            "recall_rank": np.arange(len(hits), dtype=np.float64),
+            "price": cands.price,
+            "age_hours": (now_ms - cands.created_ms) / 3_600_000.0,
+            **store.values,
+            "image_score": cands.image_score,
+            "condition": cands.condition,
+            "title_tokens": (cands.title_ids > 0).sum(axis=1),
+            "query_tokens": len(query_ids),
+            "features_missing": store.missing,
+        })
+        watch.lap("features")
+
+        model_scores = self._score(dense, query_ids, cands, answer)
+        watch.lap("score")
+
+        final = blend_scores(model_scores, cands.image_score, self.image_weight)
+        order = np.argsort(-final, kind="stable")[req.offset: req.offset + req.size]
+        items = []
+        for i in order.tolist():
+            item = {"id": cands.ids[i], "score": float(final[i]),
+                    "model_score": float(model_scores[i]),
+                    "image_score": float(cands.image_score[i]), "recall_rank": i}
+            if req.debug:
+                item["title"] = cands.titles[i]  # type: ignore[index]
+                item["features"] = dict(zip(DENSE_NAMES, dense[i].tolist()))
+            items.append(item)
+        answer["items"] = items
+        watch.lap("blend")
+        for reason in answer["degraded"]:
+            metrics.DEGRADED.labels(reason).inc()
+        answer["timings_ms"] = watch.timings
+        return answer
+
+    def _score(self, dense: np.ndarray, query_ids: tuple[int, ...], cands: Candidates,
+               answer: dict) -> np.ndarray:
+        """Model scores; the engine's recall score (recall order) when no model can run."""
+        model = self.models.current
+        if model is None:
+            answer["degraded"].append("no_model")
+            return cands.recall_score
+        answer["model"] = model.describe()
+        try:
+            return model.score(dense, np.array([query_ids], np.int64), cands.title_ids)
+        except Exception:
+            log.exception("model %s failed; answering in recall order", model.describe())
+            answer["degraded"].append("model_error")
+            return cands.recall_score
+
+
+def _newest_items(hits: list[dict], debug: bool) -> list[dict]:
+    items = []
+    for rank, h in enumerate(hits):
+        item = {"id": h["_id"], "created_at": h["_source"]["created_at"], "recall_rank": rank}
+        if debug:
+            item["title"] = h["_source"].get("title", "")
+        items.append(item)
+    return items

@@ -1,0 +1,1 @@
+"""The ``bestmatch`` command line: serving, jobs, dev servers, models and the demo."""

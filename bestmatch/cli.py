@@ -1,0 +1,136 @@
+"""``bestmatch <command>``: one entry point for the service, the jobs and dev servers.
+
+Run ``bestmatch --help`` (or ``bestmatch <command> --help``) for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+
+def _settings():
+    from app.settings import get_settings
+
+    return get_settings()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    s = _settings()
+    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run("app.api:create_app", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level=s.log_level.lower(), access_log=args.access_log)
+    return 0
+
+
+def cmd_devstack(args: argparse.Namespace) -> int:
+    import devstack
+
+    if args.action == "down":
+        devstack.down()
+        return 0
+    servers = devstack.up()
+    for line in devstack.env_lines(servers):
+        print(f"export {line}" if args.action == "up" else line)
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from app.engines import connect
+    from feature_jobs.index_catalog import index_catalog
+
+    s = _settings()
+    rejects = Path(args.rejects) if args.rejects else Path(f"{args.input}.rejects.jsonl")
+
+    async def run():
+        engine = connect(s.engine, s.engine_url, max(s.engine_timeout_s, 30.0))
+        try:
+            with open(args.input, "rb") as lines:
+                return await index_catalog(engine, s.index_alias, lines, rejects,
+                                           keep_previous=args.keep_previous)
+        finally:
+            await engine.close()
+
+    report = asyncio.run(run())
+    print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
+    if report.rejected:
+        print(f"{report.rejected} rows rejected, see {rejects}", file=sys.stderr)
+    return 0
+
+
+def cmd_model_baseline(args: argparse.Namespace) -> int:
+    from training.baseline_model import write_baseline
+
+    models_dir = Path(args.models_dir or _settings().models_dir)
+    path = models_dir / "baseline" / args.version
+    if path.exists():
+        print(f"{path} exists")
+        return 0
+    print(write_baseline(models_dir, args.version))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bestmatch.demo import build_demo
+
+    build_demo(args.listings, args.seed, Path(args.workdir))
+    if args.serve:
+        return cmd_serve(args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bestmatch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def serve_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default=os.environ.get("BESTMATCH_HOST", "127.0.0.1"))
+        p.add_argument("--port", type=int, default=int(os.environ.get("BESTMATCH_PORT", 8000)))
+        p.add_argument("--workers", type=int, default=int(os.environ.get("BESTMATCH_WORKERS", 1)))
+        p.add_argument("--access-log", action="store_true", help="log every request")
+
+    p = sub.add_parser("serve", help="run the HTTP service (configured by BESTMATCH_* env)")
+    serve_options(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("devstack", help="real OpenSearch + Redis on loopback for dev/tests")
+    p.add_argument("action", choices=["up", "down", "env"],
+                   help="up: start or reuse, print exports; env: same, plain lines; down: stop")
+    p.set_defaults(func=cmd_devstack)
+
+    p = sub.add_parser("index", help="index a listings JSON-lines file behind the alias")
+    p.add_argument("--input", required=True)
+    p.add_argument("--rejects", help="where rejected rows go (default: INPUT.rejects.jsonl)")
+    p.add_argument("--keep-previous", type=int, default=1,
+                   help="older index versions kept for rollback")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("model", help="model utilities")
+    msub = p.add_subparsers(dest="model_command", required=True)
+    b = msub.add_parser("baseline", help="write the hand-set baseline ranker")
+    b.add_argument("--models-dir")
+    b.add_argument("--version", default="1")
+    b.set_defaults(func=cmd_model_baseline)
+
+    p = sub.add_parser("demo", help="dev servers + generated catalog + features + model")
+    p.add_argument("--listings", type=int, default=20000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default="var/demo")
+    p.add_argument("--serve", action="store_true", help="start the service afterwards")
+    serve_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Batch jobs that feed the service: catalog indexing and feature refresh."""

@@ -1,0 +1,145 @@
+"""Shared fixtures: the real servers, an indexed fixture catalog, a model, app clients.
+
+Servers come from :mod:`devstack` (started or reused on loopback), or from
+BESTMATCH_ENGINE_URL / BESTMATCH_REDIS_URL when those point at existing ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from fastapi.testclient import TestClient
+
+import devstack
+from app.api import create_app
+from app.engines import connect
+from app.feature_store import switch_version, write_version
+from app.settings import Settings
+from feature_jobs.index_catalog import index_catalog
+from training.baseline_model import write_baseline
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NOW = datetime.now(UTC)
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def load_fixture_listings() -> list[dict]:
+    """The fixture catalog, with created_at = now - age_days."""
+    rows = []
+    for line in (FIXTURES / "listings.jsonl").read_text().splitlines():
+        row = orjson.loads(line)
+        age = timedelta(days=row.pop("age_days"))
+        row["created_at"] = (NOW - age).isoformat()
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def servers() -> dict[str, devstack.Server]:
+    return devstack.up()
+
+
+@pytest.fixture(scope="session")
+def listings() -> list[dict]:
+    return load_fixture_listings()
+
+
+async def _index(kind: str, url: str, alias: str, rows: list[dict]):
+    engine = connect(kind, url, 30.0)
+    try:
+        return await index_catalog(engine, alias, [orjson.dumps(r) for r in rows])
+    finally:
+        await engine.close()
+
+
+async def _drop(url: str, alias: str) -> None:
+    engine = connect("opensearch", url, 30.0)
+    try:
+        for index in await engine.indices(f"{alias}-*"):
+            await engine.delete_index(index)
+    finally:
+        await engine.close()
+
+
+@pytest.fixture(scope="session")
+def engine_url(servers) -> str:
+    return servers["opensearch"].url
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers) -> str:
+    return servers["redis"].url
+
+
+@pytest.fixture(scope="session")
+def alias(engine_url, listings):
+    name = f"test-listings-{RUN_ID}"
+    run(_index("opensearch", engine_url, name, listings))
+    yield name
+    run(_drop(engine_url, name))
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models")
+    write_baseline(path)
+    return path
+
+
+@pytest.fixture
+def feature_prefix() -> str:
+    return f"test:{RUN_ID}:{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def make_settings(engine_url, redis_url, alias, models_dir, feature_prefix):
+    def make(**overrides) -> Settings:
+        values = dict(
+            engine="opensearch", engine_url=engine_url, redis_url=redis_url,
+            index_alias=alias, models_dir=models_dir, model_name="baseline",
+            feature_prefix=feature_prefix, feature_pointer_ttl_s=0.0, onnx_device="cpu",
+            admin_token="secret", redis_retry_after_s=0.0,
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def client_for(make_settings):
+    @contextmanager
+    def open_client(**overrides):
+        with TestClient(create_app(make_settings(**overrides))) as client:
+            yield client
+
+    return open_client
+
+
+@pytest.fixture
+def client(client_for):
+    with client_for() as c:
+        yield c
+
+
+def publish_features(redis_url: str, prefix: str, version: str, rows, priors=None) -> None:
+    async def go():
+        redis = aioredis.Redis.from_url(redis_url)
+        try:
+            await write_version(redis, prefix, version, rows, priors)
+            await switch_version(redis, prefix, version)
+        finally:
+            await redis.aclose()
+
+    run(go())
