@@ -46,7 +46,9 @@ def field_errors(errors: list[dict]) -> list[dict]:
     """Pydantic errors as [{"field": "filters.price_min", "message": ...}]."""
     out = []
     for e in errors:
-        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query")]
+        loc = [str(p) for p in e.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "header"):  # where it came from, not a field
+            loc = loc[1:]
         out.append({"field": ".".join(loc) or "body", "message": e.get("msg", "invalid")})
     return out
 

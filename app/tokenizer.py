@@ -31,7 +31,7 @@ def _tokenizer():
     # Sudachi tokenizers are not thread-safe: one per thread.
     tok = getattr(_local, "tokenizer", None)
     if tok is None:
-        tok = Dictionary(dict="core").create(mode=getattr(SplitMode, SUDACHI_MODE))
+        tok = Dictionary(dict="core").tokenizer(mode=getattr(SplitMode, SUDACHI_MODE))
         _local.tokenizer = tok
     return tok
 

@@ -23,7 +23,8 @@ import aiohttp
 from aiohttp import web
 
 _COMPAT = re.compile(r"application/vnd\.elasticsearch\+([a-z-]+)\s*;\s*compatible-with=\d+")
-_DROP = {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
+_DROP = {"host", "content-length", "transfer-encoding", "connection"}
+_KEEP = ("Content-Type", "Content-Encoding")  # response headers passed back
 
 
 def plain_media_type(value: str) -> str:
@@ -48,9 +49,8 @@ def make_app(upstream: str) -> web.Application:
             request.method, upstream + request.path_qs, headers=headers, data=body or None
         ) as resp:
             data = await resp.read()
-            out = {"X-Elastic-Product": "Elasticsearch"}
-            if "Content-Type" in resp.headers:
-                out["Content-Type"] = resp.headers["Content-Type"]
+            out = {k: resp.headers[k] for k in _KEEP if k in resp.headers}
+            out["X-Elastic-Product"] = "Elasticsearch"
             return web.Response(status=resp.status, body=data, headers=out)
 
     app.cleanup_ctx.append(session_ctx)

@@ -1,0 +1,137 @@
+"""Both engine adapters against the real engine.
+
+The OpenSearch adapter talks to OpenSearch directly. The Elasticsearch adapter (the
+official ``elasticsearch`` async client) talks to the same OpenSearch node through
+``devstack.es_compat_proxy``, which only rewrites the compatibility media types and
+adds the product header; requests, bodies, bulk and errors are the client's own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+
+import orjson
+import pytest
+
+from app.engines import EngineRequestError, connect
+from feature_jobs.index_catalog import IndexingFailed, index_catalog
+from tests.conftest import RUN_ID, run
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def es_proxy_url(engine_url):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devstack.es_compat_proxy", "--upstream", engine_url],
+        stdout=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("LISTENING "), line
+    yield line.split()[1]
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def es_alias(es_proxy_url, listings):
+    """The fixture catalog indexed through the Elasticsearch adapter."""
+    name = f"test-es-{RUN_ID}"
+
+    async def go():
+        engine = connect("elasticsearch", es_proxy_url, 30.0)
+        try:
+            return await index_catalog(engine, name, [orjson.dumps(r) for r in listings])
+        finally:
+            await engine.close()
+
+    report = run(go())
+    assert report.indexed == len(listings)
+    yield name
+
+    async def drop():
+        engine = connect("elasticsearch", es_proxy_url, 30.0)
+        try:
+            for index in await engine.indices(f"{name}-*"):
+                await engine.delete_index(index)
+        finally:
+            await engine.close()
+
+    run(drop())
+
+
+@pytest.mark.parametrize("query", ["ナイキ エアマックス95", "iPhone 15 Pro", "louis vuitton"])
+def test_elasticsearch_adapter_answers_like_opensearch(client_for, es_proxy_url, es_alias, query):
+    with client_for() as os_client, client_for(
+        engine="elasticsearch", engine_url=es_proxy_url, index_alias=es_alias
+    ) as es_client:
+        via_os = os_client.post("/v1/search", json={"query": query}).json()
+        via_es = es_client.post("/v1/search", json={"query": query}).json()
+    assert via_es["items"] and [i["id"] for i in via_es["items"]] == [
+        i["id"] for i in via_os["items"]]
+
+
+def test_elasticsearch_client_without_proxy_is_refused(engine_url):
+    async def go():
+        engine = connect("elasticsearch", engine_url, 5.0)
+        try:
+            await engine.health()
+        finally:
+            await engine.close()
+
+    with pytest.raises(EngineRequestError):
+        run(go())
+
+
+@asynccontextmanager
+async def refusing_engine(engine_url: str, alias: str):
+    """Make the engine refuse every document written to new ``alias`` indices (an index
+    template that sets a write block)."""
+    admin = connect("opensearch", engine_url, 30.0).client
+    name = f"refuse-{alias}"
+    await admin.indices.put_index_template(name=name, body={
+        "index_patterns": [f"{alias}-*"], "priority": 500,
+        "template": {"settings": {"index.blocks.write": True}},
+    })
+    try:
+        yield
+    finally:
+        await admin.indices.delete_index_template(name=name)
+        await admin.close()
+
+
+@pytest.mark.parametrize("kind", ["opensearch", "elasticsearch"])
+def test_reindex_moves_alias_only_when_complete(kind, engine_url, es_proxy_url, listings, tmp_path):
+    url = engine_url if kind == "opensearch" else es_proxy_url
+    alias = f"test-swap-{kind}-{RUN_ID}"
+    rows = [orjson.dumps(r) for r in listings]
+    bad = rows[:3] + [b"{broken json", orjson.dumps({**listings[0], "price": -1})]
+
+    async def go():
+        engine = connect(kind, url, 30.0)
+        try:
+            first = await index_catalog(engine, alias, rows)
+            second = await index_catalog(engine, alias, bad, tmp_path / "rejects.jsonl")
+            assert second.rejected == 2 and second.indexed == 3
+            assert await engine.alias_targets(alias) == [second.index]
+            assert second.previous == [first.index]
+            rejects = [orjson.loads(x) for x in (tmp_path / "rejects.jsonl").read_bytes().splitlines()]
+            reasons = sorted(r["reason"].split(":")[0] for r in rejects)
+            assert reasons == ["invalid fields", "malformed JSON"]
+            # a document the engine refuses: the new index is dropped, alias untouched
+            before = await engine.indices(f"{alias}-*")
+            async with refusing_engine(engine_url, alias):
+                with pytest.raises(IndexingFailed, match="refused by the engine"):
+                    await index_catalog(engine, alias, rows)
+            assert await engine.alias_targets(alias) == [second.index]
+            assert await engine.indices(f"{alias}-*") == before
+            third = await index_catalog(engine, alias, rows)
+            assert third.deleted == [first.index]  # keep_previous=1
+        finally:
+            for index in await engine.indices(f"{alias}-*"):
+                await engine.delete_index(index)
+            await engine.close()
+
+    run(go())
