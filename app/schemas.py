@@ -22,7 +22,7 @@ class Filters(BaseModel):
     on_sale_only: bool = True
 
     @model_validator(mode="after")
-    def _price_range(self) -> "Filters":
+    def _price_range(self) -> Filters:
         if (
             self.price_min is not None
             and self.price_max is not None
@@ -44,7 +44,7 @@ class SearchRequest(BaseModel):
     debug: bool = Field(False, description="add each item's feature vector and title")
 
     @model_validator(mode="after")
-    def _not_blank(self) -> "SearchRequest":
+    def _not_blank(self) -> SearchRequest:
         if not self.query.strip():
             raise ValueError("query must contain some text")
         return self

@@ -50,7 +50,7 @@ class Candidates:
     titles: list[str] | None
 
     @classmethod
-    def from_hits(cls, hits: list[dict], with_titles: bool = False) -> "Candidates":
+    def from_hits(cls, hits: list[dict], with_titles: bool = False) -> Candidates:
         n = len(hits)
         src = [h["_source"] for h in hits]
         token_lists = [s["title_token_ids"] for s in src]
@@ -147,7 +147,7 @@ class Searcher:
                     "image_score": float(cands.image_score[i]), "recall_rank": i}
             if req.debug:
                 item["title"] = cands.titles[i]  # type: ignore[index]
-                item["features"] = dict(zip(DENSE_NAMES, dense[i].tolist()))
+                item["features"] = dict(zip(DENSE_NAMES, dense[i].tolist(), strict=True))
             items.append(item)
         answer["items"] = items
         watch.lap("blend")

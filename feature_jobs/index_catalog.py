@@ -37,7 +37,10 @@ class IndexReport:
 
 
 def new_index_name(alias: str) -> str:
-    return f"{alias}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{time.time_ns() % 10**6:06d}"
+    """``{alias}-YYYYmmddHHMMSS-micros``: names sort in creation order."""
+    ns = time.time_ns()
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(ns // 10**9))
+    return f"{alias}-{stamp}-{ns // 1000 % 10**6:06d}"
 
 
 async def index_catalog(

@@ -117,7 +117,8 @@ def test_reindex_moves_alias_only_when_complete(kind, engine_url, es_proxy_url, 
             assert second.rejected == 2 and second.indexed == 3
             assert await engine.alias_targets(alias) == [second.index]
             assert second.previous == [first.index]
-            rejects = [orjson.loads(x) for x in (tmp_path / "rejects.jsonl").read_bytes().splitlines()]
+            lines = (tmp_path / "rejects.jsonl").read_bytes().splitlines()
+            rejects = [orjson.loads(x) for x in lines]
             reasons = sorted(r["reason"].split(":")[0] for r in rejects)
             assert reasons == ["invalid fields", "malformed JSON"]
             # a document the engine refuses: the new index is dropped, alias untouched

@@ -129,7 +129,7 @@ def test_service_without_a_usable_model_answers_in_recall_order(client_for, tmp_
         answer = client.post("/v1/search", json={"query": "スニーカー"}).json()
         assert answer["degraded"][-1] == "no_model" and answer["model"] is None
         ranks = [i["recall_rank"] for i in answer["items"]]
-        assert len(ranks) > 3 and ranks == sorted(ranks)
+        assert len(ranks) >= 3 and ranks == sorted(ranks)
         assert client.get("/readyz").status_code == 503
 
 

@@ -90,7 +90,8 @@ def build_onnx(w: RankerWeights, producer: str = "bestmatch") -> onnx.ModelProto
         numpy_helper.from_array(np.array(1.0, np.float32), "one_f"),
         numpy_helper.from_array(np.array([-1], np.int64), "flat"),
     ]
-    nodes = _mean_embedding_nodes("q", INPUT_QUERY_IDS) + _mean_embedding_nodes("t", INPUT_TITLE_IDS)
+    nodes = _mean_embedding_nodes("q", INPUT_QUERY_IDS)
+    nodes += _mean_embedding_nodes("t", INPUT_TITLE_IDS)
     nodes += [
         h("Sub", [INPUT_DENSE, "mu"], ["dense_c"]),
         h("Div", ["dense_c", "sigma"], ["dense_n"]),

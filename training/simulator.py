@@ -49,8 +49,8 @@ CATEGORIES: tuple[Category, ...] = (
              ("small", "medium", "large"), 15000),
     Category("watches", "腕時計", "watch",
              (("Seiko", "セイコー"), ("Casio", "カシオ"), ("Citizen", "シチズン")),
-             (("G-Shock", "Gショック"), ("Presage", "プレザージュ"), ("solar watch", "ソーラー時計"),
-              ("chronograph", "クロノグラフ")),
+             (("G-Shock", "Gショック"), ("Presage", "プレザージュ"),
+              ("solar watch", "ソーラー時計"), ("chronograph", "クロノグラフ")),
              ("38mm", "40mm", "42mm"), 12000),
     Category("games", "ゲーム", "game",
              (("Nintendo", "任天堂"), ("Sony", "ソニー"), ("Capcom", "カプコン")),
@@ -91,7 +91,9 @@ def generate_listings(
             description = f"{brand_en} {prod_en}, {cond_en}. Size {size}. Ships in 2 days."
         else:
             title = f"{brand_ja} {prod_ja} {cat.ja} {size} {cond_ja}"
-            description = f"{brand_ja}の{prod_ja}です。{cond_ja}。サイズ{size}。2日以内に発送します。"
+            description = (
+                f"{brand_ja}の{prod_ja}です。{cond_ja}。サイズ{size}。2日以内に発送します。"
+            )
         price = float(round(np.exp(rng.normal(np.log(cat.median_price), 0.6)), -1))
         if rng.random() < 0.002:
             price = float(PRICE_OUTLIER)

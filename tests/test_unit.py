@@ -1,0 +1,144 @@
+"""Fast tests of the pure logic: tokeniser, feature spec, recall query, model files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from app import feature_spec, tokenizer
+from app.feature_spec import DENSE_NAMES, dense_matrix, spec_hash
+from app.listings import Listing
+from app.recall import RecallParams, best_match_body, newest_body
+from app.schemas import Filters
+from app.scoring import ModelError, load_model, resolve_version
+from app.search import Candidates, blend_scores
+from feature_jobs.rows import Rejects, ValidRows
+from training.baseline_model import baseline_weights
+from training.export import write_model
+from training.ranker_graph import forward
+
+
+def test_tokenizer_normalises_width_and_case():
+    assert tokenizer.tokenize("ｽﾏﾎｹｰｽ　手帳型!!") == tokenizer.tokenize("スマホケース 手帳型")
+    assert tokenizer.tokenize("IPHONE 15") == tokenizer.tokenize("iphone 15")
+    assert "ナイキ" in tokenizer.tokenize("Nike Air Max")  # Sudachi's normalised form
+    assert tokenizer.tokenize("  ") == []
+
+
+def test_token_ids_are_stable_and_in_range():
+    ids = tokenizer.token_ids(["ナイキ", "スニーカー", "x"], 10)
+    assert ids == tokenizer.token_ids(["ナイキ", "スニーカー", "x"], 10)
+    assert all(1 <= i < tokenizer.TOKEN_BUCKETS for i in ids)
+    # pinned values: a change here silently breaks every index and model built before
+    assert tokenizer.token_id("ナイキ") == 6641
+    assert tokenizer.token_ids(list("abcdef"), 4) == tokenizer.token_ids(list("abcd"), 10)
+
+
+def test_dense_matrix_applies_the_spec_transforms():
+    raw = {name: np.array([0.0, 3.0]) for name in DENSE_NAMES}
+    raw["age_hours"] = np.array([-5.0, 3.0])  # clock skew must not give NaN
+    raw["query_tokens"] = 2  # scalars broadcast
+    x = dense_matrix(raw)
+    assert x.dtype == np.float32 and x.shape == (2, feature_spec.DENSE_DIM)
+    col = {n: x[:, j] for j, n in enumerate(DENSE_NAMES)}
+    np.testing.assert_allclose(col["price"], np.log1p([0.0, 3.0]), rtol=1e-6)
+    np.testing.assert_allclose(col["ctr"], [0.0, 3.0])
+    np.testing.assert_allclose(col["age_hours"], [0.0, np.log1p(3.0)], rtol=1e-6)
+    np.testing.assert_allclose(col["impression_prob"], np.log1p([0.0, 3e6]), rtol=1e-6)
+    np.testing.assert_allclose(col["query_tokens"], np.log1p([2.0, 2.0]), rtol=1e-6)
+
+
+def test_spec_hash_tracks_the_spec(monkeypatch):
+    before = spec_hash()
+    assert before == spec_hash()
+    monkeypatch.setattr(tokenizer, "TOKEN_BUCKETS", 1 << 16)
+    assert spec_hash() != before
+
+
+def test_recall_body_uses_no_query_syntax_and_all_filters():
+    filters = Filters(category="bags", brands=["Coach"], price_min=10, price_max=20,
+                      conditions=["new"], on_sale_only=True)
+    body = best_match_body(("coach", "*:*"), filters, RecallParams(candidates=123), 1_000)
+    text = json.dumps(body)
+    assert "query_string" not in text and "simple_query_string" not in text
+    fs = body["query"]["function_score"]
+    assert fs["boost_mode"] == "multiply"
+    assert fs["functions"][0]["gauss"]["created_at"]["origin"] == "1000"
+    assert fs["query"]["bool"]["must"][0]["multi_match"]["query"] == "coach *:*"
+    clauses = fs["query"]["bool"]["filter"]
+    assert {"term": {"category": "bags"}} in clauses
+    assert {"terms": {"brand": ["Coach"]}} in clauses
+    assert {"range": {"price": {"gte": 10, "lte": 20}}} in clauses
+    assert {"terms": {"condition": ["new"]}} in clauses
+    assert {"term": {"status": "on_sale"}} in clauses
+    assert {"range": {"violation_score": {"lt": 0.5}}} in clauses
+    assert body["size"] == 123 and "title" not in body["_source"]
+    newest = newest_body(("x",), Filters(on_sale_only=False), RecallParams(), 5, 10)
+    assert newest["sort"][0] == {"created_at": "desc"} and newest["from"] == 10
+    assert {"term": {"status": "on_sale"}} not in newest["query"]["bool"]["filter"]
+
+
+def test_candidates_pad_title_ids():
+    hits = [
+        {"_id": "a", "_score": 2.0, "_source": {"price": 1, "created_at": 5, "condition": "new",
+                                               "image_score": 0.5, "title_token_ids": [3, 4, 5]}},
+        {"_id": "b", "_score": 1.0, "_source": {"price": 2, "created_at": 6, "condition": "poor",
+                                               "title_token_ids": [7]}},
+    ]
+    c = Candidates.from_hits(hits)
+    np.testing.assert_array_equal(c.title_ids, [[3, 4, 5], [7, 0, 0]])
+    np.testing.assert_array_equal(c.condition, [0.0, 1.0])
+    assert c.ids == ["a", "b"] and c.image_score[1] == 0.0
+
+
+def test_blend():
+    np.testing.assert_allclose(blend_scores(np.array([1.0, 2.0]), np.array([0.5, 0.0]), 2.0),
+                               [2.0, 2.0])
+
+
+def test_onnx_model_matches_the_numpy_reference(tmp_path):
+    path = write_model(tmp_path, "m", "1", baseline_weights(), training={})
+    model = load_model(path, device="cpu")
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(400, feature_spec.DENSE_DIM)).astype(np.float32)
+    title_ids = rng.integers(0, tokenizer.TOKEN_BUCKETS, (400, 24))
+    title_ids[:, 10:] = 0
+    title_ids[5] = 0  # a title without tokens
+    query_ids = np.array([[17, 99, 0]])
+    got = model.score(dense, query_ids, title_ids)
+    np.testing.assert_allclose(got, forward(baseline_weights(), dense, query_ids, title_ids),
+                               atol=1e-5)
+
+
+def test_model_versions_and_refusals(tmp_path):
+    for v in ("2", "10", "9"):
+        write_model(tmp_path, "m", v, baseline_weights(), training={})
+    assert resolve_version(tmp_path, "m", "latest").name == "10"
+    with pytest.raises(FileExistsError):
+        write_model(tmp_path, "m", "2", baseline_weights(), training={})
+    with pytest.raises(ModelError, match="no model versions"):
+        resolve_version(tmp_path, "nothing", "latest")
+    manifest = tmp_path / "m" / "9" / "manifest.json"
+    manifest.write_text("{broken")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_model(manifest.parent)
+    assert "CPUExecutionProvider" in ort.get_available_providers()
+
+
+def test_rows_are_validated_and_rejects_kept(tmp_path):
+    good = json.dumps({"id": "a", "title": "t", "category": "c", "condition": "new",
+                       "price": 1, "created_at": "2026-01-01T00:00:00+09:00"})
+    naive = good.replace("+09:00", "")
+    rejects = Rejects(tmp_path / "rejects.jsonl")
+    rows = ValidRows([good, "", "{oops", naive, good.replace('"new"', '"mint"')], Listing,
+                     rejects)
+    assert [r.id for r in rows] == ["a"]
+    rejects.close()
+    assert rows.accepted == 1 and rejects.count == 3
+    assert rejects.reasons == {"malformed JSON": 1, "invalid fields": 2}
+    lines = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [x["line"] for x in lines] == [3, 4, 5]
+    assert "created_at" in lines[1]["reason"] and "condition" in lines[2]["reason"]
