@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = FeatureStore(
             redis, settings.feature_prefix, settings.redis_timeout_s,
             settings.feature_pointer_ttl_s, settings.redis_retry_after_s,
+            settings.feature_cache_items,
         )
         models = ModelRegistry(settings.models_dir, settings.onnx_device, settings.onnx_threads)
         _load_model(models, settings.model_name, settings.model_version)
@@ -144,10 +145,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         answer["request_id"] = request_id
         t = time.perf_counter()
         body = orjson.dumps(answer)
-        metrics.STAGE["serialize"].observe(time.perf_counter() - t)
+        serialize_s = time.perf_counter() - t
+        metrics.STAGE["serialize"].observe(serialize_s)
         metrics.REQUEST_SECONDS.labels(req.flow).observe(time.perf_counter() - started)
-        return Response(body, media_type="application/json",
-                        headers={"X-Request-ID": request_id})
+        stages = {**answer["timings_ms"], "serialize": round(serialize_s * 1000, 3)}
+        return Response(body, media_type="application/json", headers={
+            "X-Request-ID": request_id,
+            "Server-Timing": ", ".join(f"{k};dur={v}" for k, v in stages.items()),
+        })
 
     @app.post("/v1/search", summary="Search and re-rank")
     async def search_post(

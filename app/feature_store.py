@@ -9,8 +9,10 @@ Keyspace (``prefix`` defaults to ``bm:feat``)::
 A publisher writes a whole new version, then moves the pointer in one SET, so readers
 never see a half-written snapshot. Readers fetch all candidates with one MGET. Items
 the version does not hold get the version's priors (or DEFAULT_PRIORS); when Redis is
-slow or down the batch is all priors and flagged, and Redis is left alone for
-``retry_after_s`` so an outage does not add a timeout to every request.
+slow or down the batch is flagged, items not in the local cache get priors, and Redis
+is left alone for ``retry_after_s`` so an outage does not add a timeout to every
+request. Values of the served version are cached in-process (``cache_items``): a
+published version never changes, so the cache only resets when the pointer moves.
 """
 
 from __future__ import annotations
@@ -63,14 +65,19 @@ class FeatureStore:
         timeout_s: float = 0.05,
         pointer_ttl_s: float = 1.0,
         retry_after_s: float = 1.0,
+        cache_items: int = 200_000,
     ):
         self.redis = redis
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.pointer_ttl_s = pointer_ttl_s
         self.retry_after_s = retry_after_s
+        self.cache_items = cache_items
         self._version: str | None = None
         self._prior_bytes = pack(DEFAULT_PRIORS[f] for f in STORE_FEATURES)
+        # Values of the current version, which never change once published: a cache
+        # that needs no invalidation but a reset when the pointer moves.
+        self._cache: dict[str, bytes] = {}
         self._checked_at = -float("inf")
         self._skip_until = -float("inf")
 
@@ -89,36 +96,54 @@ class FeatureStore:
             meta = await self.redis.get(meta_key(self.prefix, version)) if version else None
             priors = {**DEFAULT_PRIORS, **(orjson.loads(meta).get("priors", {}) if meta else {})}
             self._prior_bytes = pack(priors[f] for f in STORE_FEATURES)
+            self._cache = {}
             self._version = version
         self._checked_at = now
 
-    def _all_priors(self, n: int, reason: str | None) -> FeatureBatch:
-        return self._decode([None] * n, reason)
+    async def _read(self, item_ids: list[str]) -> list[bytes | None]:
+        """Packed values (b"" = not in the version) from the cache, then one MGET."""
+        cache = self._cache
+        values = [cache.get(i) for i in item_ids]
+        misses = [k for k, v in enumerate(values) if v is None]
+        if not misses:
+            return values
+        raw = await self.redis.mget([item_key(self.prefix, self._version, item_ids[k])
+                                     for k in misses])
+        room = self.cache_items - len(cache)
+        for k, v in zip(misses, raw, strict=True):
+            values[k] = v = v or b""
+            if room > 0:
+                cache[item_ids[k]] = v
+                room -= 1
+        return values
 
     def _decode(self, raw: list[bytes | None], reason: str | None = None) -> FeatureBatch:
-        missing = np.fromiter((v is None for v in raw), dtype=bool, count=len(raw))
+        """None or b"" -> the version's priors (``missing``); else the stored values."""
+        missing = np.fromiter((not v for v in raw), dtype=bool, count=len(raw))
         prior = self._prior_bytes
-        buf = b"".join(prior if v is None else v for v in raw)
+        buf = b"".join(v or prior for v in raw)
         table = np.frombuffer(buf, dtype=VALUE_DTYPE).reshape(len(raw), len(STORE_FEATURES))
         values = {name: table[:, j] for j, name in enumerate(STORE_FEATURES)}
         return FeatureBatch(values, missing, self._version, reason)
 
     async def fetch(self, item_ids: list[str]) -> FeatureBatch:
-        """Features of ``item_ids`` in order; never raises for store trouble."""
-        if time.monotonic() < self._skip_until:
-            return self._all_priors(len(item_ids), "feature_store_unavailable")
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                await self._refresh_pointer()
-                if self._version is None:
-                    return self._all_priors(len(item_ids), "no_feature_version")
-                keys = [item_key(self.prefix, self._version, i) for i in item_ids]
-                raw = await self.redis.mget(keys) if keys else []
-        except (RedisError, OSError, TimeoutError):
-            self._skip_until = time.monotonic() + self.retry_after_s
-            self._checked_at = -float("inf")
-            return self._all_priors(len(item_ids), "feature_store_unavailable")
-        return self._decode(raw)
+        """Features of ``item_ids`` in order; never raises for store trouble.
+
+        When Redis fails, cached values of the last known version are still served and
+        only the rest falls back to priors (and the batch is flagged).
+        """
+        if time.monotonic() >= self._skip_until:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self._refresh_pointer()
+                    if self._version is None:
+                        return self._decode([None] * len(item_ids), "no_feature_version")
+                    return self._decode(await self._read(item_ids))
+            except (RedisError, OSError, TimeoutError):
+                self._skip_until = time.monotonic() + self.retry_after_s
+                self._checked_at = -float("inf")
+        cache = self._cache
+        return self._decode([cache.get(i) for i in item_ids], "feature_store_unavailable")
 
     async def ping(self) -> bool:
         try:

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(0.05, gt=0)
     feature_pointer_ttl_s: float = Field(1.0, ge=0)
     redis_retry_after_s: float = Field(1.0, ge=0)
+    feature_cache_items: int = Field(200_000, ge=0)
 
     # --- model ---
     models_dir: Path = Path("models")
