@@ -106,18 +106,22 @@ def load_model(path: Path, device: str = "auto", threads: int = 1) -> LoadedMode
             f"{path}: feature spec hash {manifest['feature_spec_hash']} differs from the "
             f"service's {spec_hash()} (model trained on another feature spec)"
         )
+    providers = providers_for(device)
+    if CUDA in providers and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels (the `gpu` extra), if any
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     try:
         session = ort.InferenceSession(
-            str(path / MODEL_FILE), sess_options=opts, providers=providers_for(device)
+            str(path / MODEL_FILE), sess_options=opts, providers=providers
         )
-    except ModelError:
-        raise
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(f"{path / MODEL_FILE} cannot be loaded: {exc}") from None
+    if device == "cuda" and session.get_providers()[0] != CUDA:
+        raise ModelError(f"BESTMATCH_ONNX_DEVICE=cuda but the CUDA provider did not start "
+                         f"(providers: {session.get_providers()}); see the `gpu` extra")
     inputs = {i.name for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
     expected = {INPUT_DENSE, INPUT_QUERY_IDS, INPUT_TITLE_IDS}
