@@ -18,10 +18,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
-if ! command -v uv >/dev/null; then
+if ! "$PY" -m uv --version >/dev/null 2>&1; then
   say "installing uv"
-  "$PY" -m pip install -q --user uv 2>/dev/null || "$PY" -m pip install -q uv
-  export PATH="$HOME/.local/bin:$PATH"
+  "$PY" -m pip install -q uv 2>/dev/null || "$PY" -m pip install -q --user uv
 fi
 
 extras="dev"
@@ -29,7 +28,7 @@ command -v java >/dev/null || [ -n "${JAVA_HOME:-}" ] || extras="dev,jdk"
 stamp="$(cat pyproject.toml | sha256sum | cut -c1-16)-$extras"
 if [ "$(cat .venv/.bootstrap-stamp 2>/dev/null)" != "$stamp" ]; then
   say "creating .venv (extras: $extras)"
-  [ -x .venv/bin/python ] || uv venv -q --python "$PY" .venv
-  VIRTUAL_ENV=.venv uv pip install -q -e ".[$extras]"
+  [ -x .venv/bin/python ] || "$PY" -m uv venv -q --python "$PY" .venv
+  "$PY" -m uv pip install -q --python .venv/bin/python -e ".[$extras]"
   echo "$stamp" > .venv/.bootstrap-stamp
 fi
