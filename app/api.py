@@ -134,6 +134,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return error(504, status, f"no answer within {settings.request_deadline_s}s",
                          request_id=request_id)
         except EngineRequestError as exc:
+            if exc.status == 404:
+                status = "index_unavailable"
+                log.error("index alias %s not found: %s", settings.index_alias, exc)
+                return error(503, status, f"index '{settings.index_alias}' does not exist",
+                             request_id=request_id)
             status = "engine_rejected"
             log.error("engine rejected the recall query: %s", exc)
             return error(500, status, "the search engine rejected the query",
@@ -195,11 +200,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def readyz() -> Response:
         searcher: Searcher = app.state.searcher
         try:
-            health = await searcher.engine.health()
+            health = await searcher.engine.health(searcher.index)
             engine = {"ok": health.get("status") in ("green", "yellow"),
-                      "status": health.get("status")}
-        except EngineUnavailable as exc:
-            engine = {"ok": False, "error": str(exc)}
+                      "index": searcher.index, "status": health.get("status")}
+        except (EngineUnavailable, EngineRequestError) as exc:
+            engine = {"ok": False, "index": searcher.index, "error": str(exc)}
         redis_ok = await searcher.store.ping()
         model = app.state.models.current
         checks = {

@@ -24,7 +24,11 @@ class EngineUnavailable(Exception):
 
 
 class EngineRequestError(Exception):
-    """The engine rejected the request (a bug in the query or mapping)."""
+    """The engine rejected the request: a missing index (404) or a bad query/mapping."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -65,14 +69,15 @@ class Engine:
             status = self._status_of(exc)
             if status >= 500 or status == 429:
                 raise EngineUnavailable(f"{self.kind} answered {status}: {exc}") from exc
-            raise EngineRequestError(f"{self.kind} answered {status}: {exc}") from exc
+            raise EngineRequestError(f"{self.kind} answered {status}: {exc}", status) from exc
 
     async def search(self, index: str, body: dict) -> list[dict]:
         resp = await self._call(self.client.search(index=index, body=body))
         return resp["hits"]["hits"]
 
-    async def health(self) -> dict:
-        return await self._call(self.client.cluster.health())
+    async def health(self, index: str | None = None) -> dict:
+        """Cluster health, or the health of ``index`` (an alias works) when given."""
+        return await self._call(self.client.cluster.health(index=index))
 
     async def create_index(self, name: str, body: dict) -> None:
         await self._call(self.client.indices.create(index=name, body=body))

@@ -61,7 +61,8 @@ async def _index_and_features(settings, catalog: Path, n_listings: int, seed: in
     engine = connect(settings.engine, settings.engine_url, 60.0)
     try:
         targets = await engine.alias_targets(settings.index_alias)
-        if not targets or await engine.count(settings.index_alias) != n_listings:
+        healthy = targets and (await engine.health(settings.index_alias))["status"] != "red"
+        if not healthy or await engine.count(settings.index_alias) != n_listings:
             _say(f"indexing {catalog} (tokenising with SudachiPy; about 1 min per 20k)")
             report = await index_catalog(engine, settings.index_alias, open(catalog, "rb"))
             _say(f"indexed {report.indexed} listings into {report.index}")

@@ -14,6 +14,7 @@ existing servers instead (nothing is started then).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,16 +74,21 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def _http_ok(url: str, timeout: float = 2.0) -> bool:
+def engine_healthy(url: str) -> bool:
+    """The node answers cluster health with an elected cluster manager.
+
+    A red status (HTTP 408 after the wait) still counts: the node is up, and an index
+    left red by an earlier run must not make us restart the node forever.
+    """
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return 200 <= r.status < 300
+        with urllib.request.urlopen(
+            f"{url}/_cluster/health?wait_for_status=yellow&timeout=1s", timeout=3.0
+        ) as r:
+            return r.status == 200
+    except urllib.error.HTTPError as exc:
+        return exc.code == 408
     except OSError:
         return False
-
-
-def engine_healthy(url: str) -> bool:
-    return _http_ok(f"{url}/_cluster/health?wait_for_status=yellow&timeout=1s")
 
 
 def redis_healthy(url: str) -> bool:
@@ -106,13 +113,24 @@ def _wait(check, what: str, timeout_s: float, proc: subprocess.Popen | None, log
     raise DevstackError(f"{what} not healthy after {timeout_s:.0f}s; see {log}")
 
 
-def _spawn(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+def _spawn_healthy(cmd: list[str], log: Path, cwd: Path, check, what: str,
+                   timeout_s: float) -> int:
+    """Start a server in its own session and wait until ``check()``; its pid.
+
+    A server that does not become healthy is stopped, never left running unrecorded.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=cwd, start_new_session=True,
         )
+    try:
+        _wait(check, what, timeout_s, proc, log)
+    except BaseException:
+        stop(proc.pid)
+        raise
+    return proc.pid
 
 
 # --- Java and jars -------------------------------------------------------------------
@@ -171,6 +189,13 @@ def _save_state(state: dict) -> None:
 
 # --- servers -------------------------------------------------------------------------
 
+def cluster_name() -> str:
+    """Unique per state directory: nodes of two checkouts must never form one cluster
+    (they would discover each other on the loopback transport ports)."""
+    digest = hashlib.sha256(str(STATE_DIR.resolve()).encode()).hexdigest()[:8]
+    return f"bestmatch-dev-{digest}"
+
+
 def start_opensearch(base: Path, timeout_s: float = 180) -> Server:
     java, lib = find_java(), ensure_jars()
     # The runner puts node 1 on baseHttpPort + 1 and never searches past 9299.
@@ -181,13 +206,12 @@ def start_opensearch(base: Path, timeout_s: float = 180) -> Server:
         java, f"-Xms{OPENSEARCH_HEAP}", f"-Xmx{OPENSEARCH_HEAP}",
         "-cp", f"{lib}/*", "org.codelibs.opensearch.runner.OpenSearchRunner",
         "-basePath", str(base / "node"), "-numOfNode", "1",
-        "-baseHttpPort", str(port - 1), "-clusterName", "bestmatch-dev",
+        "-baseHttpPort", str(port - 1), "-clusterName", cluster_name(),
     ]
     _log(f"starting OpenSearch on 127.0.0.1:{port} (log {log})")
-    proc = _spawn(cmd, log, base)
     url = f"http://127.0.0.1:{port}"
-    _wait(lambda: engine_healthy(url), "OpenSearch", timeout_s, proc, log)
-    return Server("opensearch", url, proc.pid)
+    pid = _spawn_healthy(cmd, log, base, lambda: engine_healthy(url), "OpenSearch", timeout_s)
+    return Server("opensearch", url, pid)
 
 
 def start_redis(base: Path, timeout_s: float = 30) -> Server:
@@ -200,10 +224,9 @@ def start_redis(base: Path, timeout_s: float = 30) -> Server:
     cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
            "--appendonly", "no", "--dir", str(base)]
     _log(f"starting Redis on 127.0.0.1:{port}")
-    proc = _spawn(cmd, log, base)
     url = f"redis://127.0.0.1:{port}/0"
-    _wait(lambda: redis_healthy(url), "Redis", timeout_s, proc, log)
-    return Server("redis", url, proc.pid)
+    pid = _spawn_healthy(cmd, log, base, lambda: redis_healthy(url), "Redis", timeout_s)
+    return Server("redis", url, pid)
 
 
 def stop(pid: int | None, timeout_s: float = 30) -> None:

@@ -90,6 +90,16 @@ def test_engine_down_gives_503_json(client_for):
         assert client.get("/readyz").status_code == 503
 
 
+def test_missing_index_gives_503_json(client_for):
+    with client_for(index_alias="no-such-alias") as client:
+        resp = client.post("/v1/search", json={"query": "iphone"})
+        assert resp.status_code == 503
+        assert resp.json()["error"] == "index_unavailable"
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["engine"]["ok"] is False
+
+
 def _reload(client, **body):
     return client.post("/admin/model/reload", json=body, headers={"X-Admin-Token": "secret"})
 
