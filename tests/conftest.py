@@ -55,7 +55,7 @@ def listings() -> list[dict]:
     return load_fixture_listings()
 
 
-async def _index(kind: str, url: str, alias: str, rows: list[dict]):
+async def index_rows(kind: str, url: str, alias: str, rows: list[dict]):
     engine = connect(kind, url, 30.0)
     try:
         return await index_catalog(engine, alias, [orjson.dumps(r) for r in rows])
@@ -63,8 +63,9 @@ async def _index(kind: str, url: str, alias: str, rows: list[dict]):
         await engine.close()
 
 
-async def _drop(url: str, alias: str) -> None:
-    engine = connect("opensearch", url, 30.0)
+async def drop_indices(kind: str, url: str, alias: str) -> None:
+    """Delete every version index of ``alias``."""
+    engine = connect(kind, url, 30.0)
     try:
         for index in await engine.indices(f"{alias}-*"):
             await engine.delete_index(index)
@@ -85,9 +86,9 @@ def redis_url(servers) -> str:
 @pytest.fixture(scope="session")
 def alias(engine_url, listings):
     name = f"test-listings-{RUN_ID}"
-    run(_index("opensearch", engine_url, name, listings))
+    run(index_rows("opensearch", engine_url, name, listings))
     yield name
-    run(_drop(engine_url, name))
+    run(drop_indices("opensearch", engine_url, name))
 
 
 @pytest.fixture(scope="session")

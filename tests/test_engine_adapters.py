@@ -17,7 +17,7 @@ import pytest
 
 from app.engines import EngineRequestError, connect
 from feature_jobs.index_catalog import IndexingFailed, index_catalog
-from tests.conftest import RUN_ID, run
+from tests.conftest import RUN_ID, drop_indices, index_rows, run
 
 pytestmark = pytest.mark.integration
 
@@ -39,27 +39,10 @@ def es_proxy_url(engine_url):
 def es_alias(es_proxy_url, listings):
     """The fixture catalog indexed through the Elasticsearch adapter."""
     name = f"test-es-{RUN_ID}"
-
-    async def go():
-        engine = connect("elasticsearch", es_proxy_url, 30.0)
-        try:
-            return await index_catalog(engine, name, [orjson.dumps(r) for r in listings])
-        finally:
-            await engine.close()
-
-    report = run(go())
+    report = run(index_rows("elasticsearch", es_proxy_url, name, listings))
     assert report.indexed == len(listings)
     yield name
-
-    async def drop():
-        engine = connect("elasticsearch", es_proxy_url, 30.0)
-        try:
-            for index in await engine.indices(f"{name}-*"):
-                await engine.delete_index(index)
-        finally:
-            await engine.close()
-
-    run(drop())
+    run(drop_indices("elasticsearch", es_proxy_url, name))
 
 
 @pytest.mark.parametrize("query", ["ナイキ エアマックス95", "iPhone 15 Pro", "louis vuitton"])

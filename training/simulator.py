@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from app.listings import CONDITIONS
+
 PRICE_OUTLIER = 9_999_999
 
 
@@ -70,7 +72,7 @@ CONDITION_WORDS = {
     "fair": ("やや傷あり", "some wear"),
     "poor": ("傷や汚れあり", "damaged"),
 }
-CONDITIONS = tuple(CONDITION_WORDS)
+assert tuple(CONDITION_WORDS) == CONDITIONS
 CONDITION_P = (0.15, 0.3, 0.3, 0.17, 0.08)
 
 
