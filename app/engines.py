@@ -9,14 +9,11 @@ two exceptions: :class:`EngineUnavailable` (connection, timeout, 5xx) and
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-
-log = logging.getLogger(__name__)
 
 
 class EngineUnavailable(Exception):

@@ -41,7 +41,6 @@ def pack(values: Iterable[float]) -> bytes:
 class FeatureBatch:
     values: dict[str, np.ndarray]  # STORE_FEATURES -> float array [N]
     missing: np.ndarray  # bool [N]: prior used
-    version: str | None
     degraded: str | None = None  # reason, when the store could not be read
 
 
@@ -124,7 +123,7 @@ class FeatureStore:
         buf = b"".join(v or prior for v in raw)
         table = np.frombuffer(buf, dtype=VALUE_DTYPE).reshape(len(raw), len(STORE_FEATURES))
         values = {name: table[:, j] for j, name in enumerate(STORE_FEATURES)}
-        return FeatureBatch(values, missing, self._version, reason)
+        return FeatureBatch(values, missing, reason)
 
     async def fetch(self, item_ids: list[str]) -> FeatureBatch:
         """Features of ``item_ids`` in order; never raises for store trouble.

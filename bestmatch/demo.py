@@ -64,7 +64,8 @@ async def _index_and_features(settings, catalog: Path, n_listings: int, seed: in
         healthy = targets and (await engine.health(settings.index_alias))["status"] != "red"
         if not healthy or await engine.count(settings.index_alias) != n_listings:
             _say(f"indexing {catalog} (tokenising with SudachiPy; about 1 min per 20k)")
-            report = await index_catalog(engine, settings.index_alias, open(catalog, "rb"))
+            with open(catalog, "rb") as lines:
+                report = await index_catalog(engine, settings.index_alias, lines)
             _say(f"indexed {report.indexed} listings into {report.index}")
         else:
             _say(f"index {targets[0]} already holds the catalog")
@@ -86,7 +87,8 @@ async def _index_and_features(settings, catalog: Path, n_listings: int, seed: in
 
 def _synthetic_features(catalog: Path, seed: int):
     rng = np.random.default_rng(seed + 1)
-    rows = [orjson.loads(line) for line in open(catalog, "rb")]
+    with open(catalog, "rb") as lines:
+        rows = [orjson.loads(line) for line in lines]
     impressions = rng.poisson(rng.lognormal(4.0, 1.2, len(rows)))
     total = max(int(impressions.sum()), 1)
     for row, imp in zip(rows, impressions, strict=True):

@@ -123,11 +123,3 @@ def build_onnx(w: RankerWeights, producer: str = "bestmatch") -> onnx.ModelProto
     onnx.checker.check_model(model)
     return model
 
-
-def weights_from_onnx(model: onnx.ModelProto, n_layers: int) -> RankerWeights:
-    """Read the weights back from a graph written by :func:`build_onnx`."""
-    a = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    return RankerWeights(
-        embedding=a["embedding"], mu=a["mu"], sigma=a["sigma"],
-        layers=[(a[f"w{i}"], a[f"b{i}"]) for i in range(n_layers)],
-    )
