@@ -31,22 +31,13 @@ from app.schemas import Filters  # noqa: E402
 from app.tokenizer import tokenize_query  # noqa: E402
 from bestmatch.demo import build_demo  # noqa: E402
 from devstack import free_port  # noqa: E402
-from training.simulator import CATEGORIES, CONDITION_WORDS  # noqa: E402
+from training.simulator.queries import generate_queries  # noqa: E402
 
 OVERHEAD = ("features", "score", "blend", "serialize")
 
 
 def queries(n: int, seed: int = 1) -> list[str]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        cat = CATEGORIES[rng.integers(len(CATEGORIES))]
-        en, ja = cat.brands[rng.integers(len(cat.brands))]
-        p_en, p_ja = cat.products[rng.integers(len(cat.products))]
-        cond_ja, cond_en = CONDITION_WORDS[list(CONDITION_WORDS)[rng.integers(5)]]
-        out.append(str(rng.choice([f"{ja} {cat.ja}", f"{en} {p_en}", f"{p_ja} {cond_ja}",
-                                   f"{cat.en} {cond_en}", ja, p_en])))
-    return out
+    return generate_queries(n, seed).texts
 
 
 def pct(values, q) -> float:

@@ -81,7 +81,8 @@ CATEGORIES: tuple[Category, ...] = (
         P("Kodansha", "講談社", "novel", "小説", 1500),
         P("Shogakukan", "小学館", "picture book", "絵本", 1800),
         P("Kodansha", "講談社", "art book", "画集", 4000),
-    ), ("vol 1-10", "vol 1-50", "single"), (("book cover", "ブックカバー"), ("bookmark", "しおり"))),
+    ), ("vol 1-10", "vol 1-50", "single"),
+        (("book cover", "ブックカバー"), ("bookmark", "しおり"))),
 )
 del P
 # Flat product table: PRODUCTS[k] = (category index, product).

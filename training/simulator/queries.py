@@ -146,7 +146,9 @@ def match_level(intent: Intent, cat: Catalog, items: np.ndarray) -> np.ndarray:
     return m
 
 
-def true_relevance(intent: Intent, cat: Catalog, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def true_relevance(
+    intent: Intent, cat: Catalog, items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(utility in [0, 1], grade 0..4) of listings ``items`` for ``intent``."""
     m = match_level(intent, cat, items)
     appeal = (0.5 * cat.price_appeal()[items] + 0.3 * cat.quality[items]

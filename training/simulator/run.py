@@ -59,7 +59,8 @@ def simulate(out_dir: Path, config: SimConfig, progress=None) -> dict:
     with open(out_dir / "queries.jsonl", "wb") as f:
         for text, intent, p in zip(queries.texts, queries.intents, queries.popularity,
                                    strict=True):
-            f.write(orjson.dumps({"query": text, "kind": intent.kind, "popularity": float(p)}) + b"\n")
+            row = {"query": text, "kind": intent.kind, "popularity": float(p)}
+            f.write(orjson.dumps(row) + b"\n")
     events.write_parquet(out_dir / "events.parquet")
     truth.write_parquet(out_dir / "truth.parquet")
     counts = events.group_by("event").len().sort("event")
