@@ -1,0 +1,301 @@
+"""From event logs to training lists: graded labels, data hygiene, point-in-time features.
+
+One list per result page (request). An item's label is the highest grade its events
+reached (``LabelConfig.grades``: click 1 < like 2 < comment 3 < purchase 4 by default).
+
+Hygiene, each rule counted in the summary (a request gets the first reason that holds):
+
+- malformed event rows (unknown event, missing ids, position < 1, item not in the
+  catalog) are set aside with the reason (``rejects``), not dropped silently;
+- ``bot``: a user who sends the same query at least ``bot_min_requests`` times in one
+  day with a median gap of at most ``bot_max_gap_s`` seconds (all their requests go);
+- ``tapper``: a user who clicks at least ``tap_ratio`` of at least
+  ``tap_min_impressions`` impressions;
+- ``no_click``: pages without any click (no signal for a listwise loss);
+- ``click_only``: pages with clicks but nothing further (the published rule: clicks
+  alone are too noisy a label);
+- outlier items are removed from their lists: price at the 9,999,999 maximum, or
+  listed more than ``max_age_days`` before the request.
+
+Features come from the shared spec (:func:`app.feature_spec.dense_matrix`) and are
+**point in time**: the store values of a request served on day d are the item stats of
+the ``window_days`` before d (:mod:`feature_jobs.item_stats`), exactly what the nightly
+refresh had published that day, so a label never leaks into its own features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from app import tokenizer
+from app.feature_spec import DEFAULT_PRIORS, dense_matrix
+from app.listings import CONDITIONS
+from feature_jobs.item_stats import daily_counts, item_stats
+
+PRICE_OUTLIER = 9_999_999
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    grades: dict[str, int] = field(
+        default_factory=lambda: {"click": 1, "like": 2, "comment": 3, "purchase": 4})
+    bot_min_requests: int = 20
+    bot_max_gap_s: float = 30.0
+    tap_ratio: float = 0.5
+    tap_min_impressions: int = 40
+    max_age_days: float = 365.0
+    window_days: int = 7
+
+
+@dataclass
+class Lists:
+    """Padded result pages. Slot j of list i is the item shown at the j-th position."""
+
+    dense: np.ndarray  # float32 [L, P, D], spec-transformed features
+    title_ids: np.ndarray  # int32 [L, P, T]
+    query_ids: np.ndarray  # int32 [L, Q]
+    labels: np.ndarray  # float32 [L, P] engagement grade
+    mask: np.ndarray  # bool [L, P]
+    position: np.ndarray  # int16 [L, P], 1-based position shown
+    request_ids: np.ndarray  # str [L]
+    queries: np.ndarray  # str [L]
+    item_ids: np.ndarray  # str [L, P] ("" = padding)
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+    def take(self, rows: np.ndarray) -> Lists:
+        return Lists(**{k: v[rows] for k, v in self.__dict__.items()})
+
+    def pairs(self) -> int:
+        return int(self.mask.sum())
+
+
+def read_events(path: Path) -> pl.DataFrame:
+    """Parquet or JSON lines (``.jsonl``), with ``ts`` as a UTC timestamp."""
+    path = Path(path)
+    df = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ndjson(path)
+    if df.schema.get("ts") == pl.String:
+        df = df.with_columns(pl.col("ts").str.to_datetime(time_zone="UTC"))
+    return df
+
+
+def read_listings(path: Path) -> pl.DataFrame:
+    """The catalog with what features need: price, creation time, condition, photo, title ids."""
+    df = pl.read_ndjson(path).select("id", "title", "price", "created_at", "condition",
+                                     "image_score")
+    cache: dict[str, list[int]] = {}
+
+    def ids(title: str) -> list[int]:
+        if title not in cache:
+            cache[title] = tokenizer.token_ids(tokenizer.tokenize(title),
+                                               tokenizer.MAX_TITLE_TOKENS)
+        return cache[title]
+
+    return df.with_columns(
+        pl.col("created_at").str.to_datetime(time_zone="UTC").alias("created_at"),
+        pl.col("condition").replace_strict({c: i / (len(CONDITIONS) - 1)
+                                            for i, c in enumerate(CONDITIONS)}),
+        pl.col("title").map_elements(ids, return_dtype=pl.List(pl.Int32)).alias("title_ids"),
+    ).drop("title").rename({"id": "item_id"})
+
+
+def split_of(query: str) -> str:
+    """Stable split by query (so test queries are never seen in training): 70/10/20."""
+    bucket = hashlib.blake2b(query.encode(), digest_size=2).digest()[0] % 10
+    return "test" if bucket < 2 else "valid" if bucket < 3 else "train"
+
+
+@dataclass
+class LogData:
+    """Validated impressions with labels, features and per-request hygiene reasons."""
+
+    impressions: pl.DataFrame  # one row per shown item, features attached
+    requests: pl.DataFrame  # request_id, user_id, query, split, reason ("" = kept)
+    summary: dict
+
+
+def _validate(events: pl.DataFrame, grades: dict[str, int], known_items: pl.Series,
+              rejects_path: Path | None) -> tuple[pl.DataFrame, dict]:
+    reason = (
+        pl.when(pl.col("request_id").is_null() | pl.col("item_id").is_null())
+        .then(pl.lit("missing request_id or item_id"))
+        .when(~pl.col("event").is_in(["impression", *grades]))
+        .then(pl.lit("unknown event type"))
+        .when(pl.col("position").is_null() | (pl.col("position") < 1))
+        .then(pl.lit("position missing or < 1"))
+        .when(pl.col("ts").is_null())
+        .then(pl.lit("missing timestamp"))
+        .when(~pl.col("item_id").is_in(known_items.implode()))
+        .then(pl.lit("item not in the catalog"))
+    )
+    tagged = events.with_columns(reason.alias("reject_reason"))
+    bad = tagged.filter(pl.col("reject_reason").is_not_null())
+    if rejects_path is not None and len(bad):
+        rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        bad.write_ndjson(rejects_path)
+    counts = dict(bad.group_by("reject_reason").len().iter_rows())
+    return tagged.filter(pl.col("reject_reason").is_null()).drop("reject_reason"), counts
+
+
+def _point_in_time_stats(events: pl.DataFrame, days: list, window_days: int) -> pl.DataFrame:
+    """Store values per (day, item) as published on that day: stats of the days before."""
+    daily = daily_counts(events.lazy()).collect()
+    frames = []
+    for day in days:
+        window = daily.lazy().filter((pl.col("day") < day)
+                                     & (pl.col("day") >= day - timedelta(days=window_days)))
+        frames.append(item_stats(window).with_columns(pl.lit(day).alias("day")).collect())
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def load_logs(events_path: Path, listings_path: Path, config: LabelConfig | None = None,
+              rejects_path: Path | None = None) -> LogData:
+    config = config or LabelConfig()
+    listings = read_listings(listings_path)
+    events, rejected = _validate(read_events(events_path), config.grades,
+                                 listings["item_id"], rejects_path)
+    grade = pl.col("event").replace_strict(config.grades, default=0, return_dtype=pl.Int8)
+    labels = (events.filter(pl.col("event") != "impression")
+              .group_by("request_id", "item_id").agg(grade.max().alias("label")))
+    imps = (events.filter(pl.col("event") == "impression")
+            .unique(["request_id", "position"], keep="first")
+            .join(labels, on=["request_id", "item_id"], how="left")
+            .with_columns(pl.col("label").fill_null(0), pl.col("ts").dt.date().alias("day")))
+
+    # --- hygiene ---
+    per_request = imps.group_by("request_id").agg(
+        pl.col("user_id").first(), pl.col("query").first(), pl.col("ts").first(),
+        (pl.col("label") >= 1).sum().alias("clicks"), (pl.col("label") >= 2).sum().alias("deep"),
+        pl.len().alias("shown"))
+    bursts = (per_request.sort("ts")
+              .group_by("user_id", "query", pl.col("ts").dt.date().alias("day"))
+              .agg(pl.len().alias("n"),
+                   pl.col("ts").diff().dt.total_milliseconds().median().alias("gap_ms")))
+    bots = bursts.filter((pl.col("n") >= config.bot_min_requests)
+                         & (pl.col("gap_ms") <= config.bot_max_gap_s * 1000))["user_id"].unique()
+    per_user = per_request.group_by("user_id").agg(pl.col("clicks").sum(), pl.col("shown").sum())
+    tappers = per_user.filter((pl.col("shown") >= config.tap_min_impressions)
+                              & (pl.col("clicks") >= config.tap_ratio * pl.col("shown")))["user_id"]
+    requests = per_request.with_columns(
+        pl.when(pl.col("user_id").is_in(bots.implode())).then(pl.lit("bot"))
+        .when(pl.col("user_id").is_in(tappers.implode())).then(pl.lit("tapper"))
+        .when(pl.col("clicks") == 0).then(pl.lit("no_click"))
+        .when(pl.col("deep") == 0).then(pl.lit("click_only"))
+        .otherwise(pl.lit("")).alias("reason"),
+        pl.col("query").map_elements(split_of, return_dtype=pl.String).alias("split"),
+    ).select("request_id", "user_id", "query", "split", "reason")
+
+    # --- features, point in time ---
+    days = imps["day"].unique().sort().to_list()
+    stats = _point_in_time_stats(events, days, config.window_days)
+    imps = (imps.join(listings, on="item_id", how="left")
+            .join(stats.select("day", "item_id", "ctr", "impressions", "impression_prob"),
+                  on=["day", "item_id"], how="left")
+            .with_columns(
+                ((pl.col("ts") - pl.col("created_at")).dt.total_milliseconds() / 3_600_000)
+                .alias("age_hours"),
+                pl.col("ctr").is_null().cast(pl.Float32).alias("features_missing"),
+                pl.col("ctr").fill_null(DEFAULT_PRIORS["ctr"]),
+                pl.col("impressions").fill_null(DEFAULT_PRIORS["impressions"]),
+                pl.col("impression_prob").fill_null(DEFAULT_PRIORS["impression_prob"]),
+            ))
+    outlier = ((pl.col("price") >= PRICE_OUTLIER)
+               | (pl.col("age_hours") > config.max_age_days * 24))
+    n_outliers = imps.filter(outlier).height
+    imps = imps.filter(~outlier)
+
+    reasons = dict(requests.group_by("reason").len().iter_rows())
+    summary = {
+        "events": events.height + sum(rejected.values()),
+        "rejected_rows": rejected,
+        "requests": requests.height,
+        "dropped_requests": {k: v for k, v in sorted(reasons.items()) if k},
+        "kept_requests": reasons.get("", 0),
+        "bot_users": len(bots), "tapper_users": len(tappers),
+        "outlier_items_removed": n_outliers,
+        "label_counts": dict(sorted(imps.filter(
+            pl.col("request_id").is_in(requests.filter(pl.col("reason") == "")["request_id"]
+                                       .implode()))
+            .group_by("label").len().iter_rows())),
+        "days": [str(days[0]), str(days[-1])] if days else [],
+        "window_days": config.window_days,
+    }
+    return LogData(imps, requests, summary)
+
+
+def to_lists(impressions: pl.DataFrame, page_size: int | None = None) -> Lists:
+    """Pack impression rows (with features) into padded lists, slots in position order."""
+    df = impressions.sort("request_id", "position")
+    req, first = np.unique(df["request_id"].to_numpy(), return_index=True)
+    row_list = np.searchsorted(req, df["request_id"].to_numpy())
+    slot = np.arange(df.height) - first[row_list]
+    n_lists, width = len(req), int(page_size or (slot.max() + 1 if df.height else 1))
+    keep = slot < width
+    row_list, slot, df = row_list[keep], slot[keep], df.filter(pl.Series(keep))
+
+    query_ids = np.zeros((n_lists, tokenizer.MAX_QUERY_TOKENS), np.int32)
+    queries = df["query"].to_numpy()[slot == 0]
+    for i, q in enumerate(queries):
+        ids = tokenizer.tokenize_query(q)[1]
+        query_ids[i, : len(ids)] = ids
+    q_len = (query_ids > 0).sum(axis=1)
+
+    title_lists = df["title_ids"].to_list()
+    title_ids = np.zeros((n_lists, width, tokenizer.MAX_TITLE_TOKENS), np.int32)
+    for r, (i, j) in enumerate(zip(row_list, slot, strict=True)):
+        t = title_lists[r]
+        title_ids[i, j, : len(t)] = t
+    t_len = (title_ids[row_list, slot] > 0).sum(axis=1)
+
+    dense_rows = dense_matrix({
+        "recall_score": df["recall_score"].to_numpy(),
+        "recall_rank": df["recall_rank"].to_numpy(),
+        "price": df["price"].to_numpy(),
+        "age_hours": df["age_hours"].to_numpy(),
+        "ctr": df["ctr"].to_numpy(),
+        "impressions": df["impressions"].to_numpy(),
+        "impression_prob": df["impression_prob"].to_numpy(),
+        "image_score": df["image_score"].to_numpy(),
+        "condition": df["condition"].to_numpy(),
+        "title_tokens": t_len,
+        "query_tokens": q_len[row_list],
+        "features_missing": df["features_missing"].to_numpy(),
+    })
+
+    def grid(values: np.ndarray, dtype, fill=0) -> np.ndarray:
+        out = np.full((n_lists, width), fill, dtype=dtype)
+        out[row_list, slot] = values
+        return out
+
+    dense = np.zeros((n_lists, width, dense_rows.shape[1]), np.float32)
+    dense[row_list, slot] = dense_rows
+    return Lists(
+        dense=dense, title_ids=title_ids, query_ids=query_ids,
+        labels=grid(df["label"].to_numpy(), np.float32),
+        mask=grid(np.ones(df.height, bool), bool, False),
+        position=grid(df["position"].to_numpy(), np.int16),
+        request_ids=req, queries=np.asarray(queries, dtype=object),
+        item_ids=grid(df["item_id"].to_numpy(), object, ""),
+    )
+
+
+def truth_grid(lists: Lists, truth: pl.DataFrame) -> np.ndarray:
+    """The simulator's true relevance [L, P] aligned with ``lists`` (evaluation only)."""
+    rows, slots = np.nonzero(lists.mask)
+    cells = pl.DataFrame({"request_id": lists.request_ids[rows].astype(str),
+                          "item_id": lists.item_ids[rows, slots].astype(str),
+                          "row": rows, "slot": slots})
+    joined = cells.join(truth.select("request_id", "item_id", "relevance"),
+                        on=["request_id", "item_id"], how="left")
+    out = np.zeros(lists.labels.shape, np.float32)
+    out[joined["row"].to_numpy(), joined["slot"].to_numpy()] = (
+        joined["relevance"].fill_null(0).to_numpy())
+    return out

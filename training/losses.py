@@ -1,0 +1,105 @@
+"""Listwise ranking losses on padded batches of lists.
+
+Every loss takes ``scores`` [B, N], graded ``labels`` [B, N] (>= 0) and ``mask`` [B, N]
+(True = real item, False = padding), and returns a scalar to minimise.
+
+- :func:`approx_ndcg_loss` is ApproxNDCG (Qin, Liu & Li 2008): nDCG with each item's rank
+  replaced by a smooth one, ``1 + sum_{j != i} sigmoid((s_j - s_i) / temperature)``, and the
+  loss is minus the mean approximate nDCG. Gains are ``2^label - 1``.
+- :func:`listnet_loss` is the softmax (ListNet top-one) cross-entropy, as TF-Ranking's
+  SoftmaxLoss: the target distribution is the labels normalised to sum 1 over the list.
+
+Padding: padded positions take no part in anything. Their scores, labels and weights are
+replaced before any arithmetic, so arbitrary (even huge or infinite) values there change
+neither the loss nor the gradient, and they receive zero gradient.
+
+Empty lists: a list with no gain (ideal DCG 0 for ApproxNDCG, label mass 0 for ListNet)
+has nothing to rank and is left out of the mean. If no list in the batch qualifies the loss
+is a zero that is still connected to ``scores``, so ``backward()`` works and yields zeros.
+
+IPS weighting: ``gain_weights`` [B, N] multiplies each item's gain (ApproxNDCG) or label
+(ListNet). With inverse-propensity weights (1 / probability that the item was examined)
+this debiases labels from logged clicks; ``None`` means all ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _masked_inputs(
+    scores: Tensor, labels: Tensor, mask: Tensor, gain_weights: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Scores and labels * weights with padded positions set to 0."""
+    mask = mask.bool()
+    zeros = torch.zeros_like(scores)
+    safe_scores = torch.where(mask, scores, zeros)
+    safe_labels = torch.where(mask, labels.to(scores.dtype), zeros)
+    if gain_weights is None:
+        weights = mask.to(scores.dtype)
+    else:
+        weights = torch.where(mask, gain_weights.to(scores.dtype), zeros)
+    return safe_scores, safe_labels, weights
+
+
+def _mean_over(values: Tensor, keep: Tensor, safe_scores: Tensor) -> Tensor:
+    """Mean of ``values`` over lists where ``keep``; a graph-connected zero if none."""
+    if not bool(keep.any()):
+        return safe_scores.sum() * 0.0
+    return values[keep].mean()
+
+
+def approx_ndcg_loss(
+    scores: Tensor,
+    labels: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+    gain_weights: Tensor | None = None,
+) -> Tensor:
+    """Minus the mean ApproxNDCG over lists with a positive ideal DCG."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    mask = mask.bool()
+    safe_scores, safe_labels, weights = _masked_inputs(scores, labels, mask, gain_weights)
+    gains = (torch.pow(2.0, safe_labels) - 1.0) * weights
+
+    n = scores.shape[-1]
+    positions = torch.arange(1, n + 1, dtype=scores.dtype, device=scores.device)
+    discounts = 1.0 / torch.log2(1.0 + positions)
+    ideal = (gains.sort(dim=-1, descending=True).values * discounts).sum(dim=-1)
+
+    # pair[b, i, j] = sigmoid((s_j - s_i) / T), counted only for real j != i.
+    pair = torch.sigmoid((safe_scores.unsqueeze(-2) - safe_scores.unsqueeze(-1)) / temperature)
+    eye = torch.eye(n, dtype=torch.bool, device=scores.device)
+    others = mask.unsqueeze(-2) & ~eye
+    approx_rank = 1.0 + torch.where(others, pair, torch.zeros_like(pair)).sum(dim=-1)
+    dcg = (gains / torch.log2(1.0 + approx_rank)).sum(dim=-1)
+
+    keep = ideal > 0
+    ndcg = dcg / torch.where(keep, ideal, torch.ones_like(ideal))
+    return -_mean_over(ndcg, keep, safe_scores)
+
+
+def listnet_loss(
+    scores: Tensor,
+    labels: Tensor,
+    mask: Tensor,
+    gain_weights: Tensor | None = None,
+) -> Tensor:
+    """Softmax cross-entropy against normalised (weighted) labels, mean over lists.
+
+    Lists whose weighted label sum is 0 are left out.
+    """
+    mask = mask.bool()
+    safe_scores, safe_labels, weights = _masked_inputs(scores, labels, mask, gain_weights)
+    relevance = safe_labels * weights
+    mass = relevance.sum(dim=-1)
+    keep = mass > 0
+    target = relevance / torch.where(keep, mass, torch.ones_like(mass)).unsqueeze(-1)
+
+    lowest = torch.full_like(safe_scores, torch.finfo(scores.dtype).min)
+    log_norm = torch.logsumexp(torch.where(mask, safe_scores, lowest), dim=-1, keepdim=True)
+    log_prob = torch.where(mask, safe_scores - log_norm, torch.zeros_like(safe_scores))
+    cross_entropy = -(target * log_prob).sum(dim=-1)
+    return _mean_over(cross_entropy, keep, safe_scores)

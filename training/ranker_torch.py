@@ -1,0 +1,64 @@
+"""The ranker in PyTorch: the same architecture as the ONNX graph (``ranker_graph``).
+
+Lists are scored in batches: dense [B, P, D], query ids [B, Q], title ids [B, P, T]
+give scores [B, P]. :meth:`RankerMLP.to_weights` hands the trained parameters to
+:func:`training.ranker_graph.build_onnx`, so the exported graph computes the same
+function (checked by the parity test and at export).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from torch import nn
+
+from app.tokenizer import TOKEN_BUCKETS
+from training.ranker_graph import RankerWeights
+
+
+def _mean_embedding(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    mask = (ids > 0).unsqueeze(-1).to(table.weight.dtype)
+    summed = (table(ids) * mask).sum(dim=-2)
+    return summed / mask.sum(dim=-2).clamp(min=1.0)
+
+
+class RankerMLP(nn.Module):
+    def __init__(self, mu: np.ndarray, sigma: np.ndarray, embed_dim: int = 32,
+                 hidden: tuple[int, ...] = (128, 64), buckets: int = TOKEN_BUCKETS):
+        super().__init__()
+        self.embedding = nn.Embedding(buckets, embed_dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+        self.register_buffer("mu", torch.as_tensor(mu, dtype=torch.float32))
+        self.register_buffer("sigma", torch.as_tensor(sigma, dtype=torch.float32))
+        sizes = (len(mu) + 3 * embed_dim, *hidden, 1)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
+
+    def forward(self, dense: torch.Tensor, query_ids: torch.Tensor,
+                title_ids: torch.Tensor) -> torch.Tensor:
+        t = _mean_embedding(self.embedding, title_ids)  # [B, P, d]
+        q = _mean_embedding(self.embedding, query_ids).unsqueeze(1).expand_as(t)
+        x = torch.cat([(dense - self.mu) / self.sigma, q, t, q * t], dim=-1)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+        return x.squeeze(-1)
+
+    def to_weights(self) -> RankerWeights:
+        def np32(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().numpy().astype(np.float32)
+
+        return RankerWeights(
+            embedding=np32(self.embedding.weight), mu=np32(self.mu), sigma=np32(self.sigma),
+            layers=[(np32(layer.weight).T.copy(), np32(layer.bias)) for layer in self.layers],
+        )
+
+
+def standardisation(dense: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std over real items (std floored so constants stay finite)."""
+    rows = dense[mask].astype(np.float64)
+    return rows.mean(axis=0), np.maximum(rows.std(axis=0), 1e-3)
