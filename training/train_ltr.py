@@ -1,0 +1,159 @@
+"""The whole ranking-training pipeline: logs -> lists -> models -> evaluation -> ONNX.
+
+1. Simulate a marketplace into ``sim_dir`` unless its files are already there.
+2. Build graded, cleaned, point-in-time lists (:mod:`training.dataset`); split by query.
+3. Estimate position-bias propensities from the shuffled pages.
+4. Train and evaluate on held-out queries with the simulator's true relevance:
+   recall order, LightGBM lambdarank, the MLP with ApproxNDCG (with and without IPS),
+   the MLP with the softmax loss, and the MLP trained on true labels (the ceiling).
+5. Write the report (``report.md`` + plots) and export the chosen MLP to
+   ``models/ltr/<version>/`` after checking ONNX Runtime against torch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from app.scoring import load_model
+from training.baselines import lightgbm_lambdarank, lightgbm_scores, recall_order
+from training.dataset import LabelConfig, Lists, load_logs, to_lists, truth_grid
+from training.export import write_model
+from training.fit import FitConfig, evaluate, fit, predict
+from training.propensity import estimate_propensity
+from training.ranker_torch import RankerMLP
+from training.report import write_report
+from training.simulator.run import FILES, SimConfig, simulate
+
+MODEL_NAME = "ltr"
+PARITY_TOLERANCE = 1e-5
+# name -> (FitConfig overrides, labels); labels "engagement" or "truth" (the ceiling only)
+MLP_VARIANTS: dict[str, tuple[dict, str]] = {
+    "mlp_approx_ndcg": ({}, "engagement"),
+    "mlp_approx_ndcg_ips": ({"ips": True}, "engagement"),
+    "mlp_listnet": ({"loss": "listnet"}, "engagement"),
+    "mlp_true_labels (ceiling)": ({}, "truth"),
+}
+
+
+@dataclass
+class LtrConfig:
+    sim_dir: Path = Path("var/sim")
+    out_dir: Path = Path("var/ltr")
+    models_dir: Path = Path("models")
+    version: str = ""  # default: a UTC timestamp
+    sim: SimConfig = field(default_factory=SimConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    export: str = "mlp_approx_ndcg_ips"
+    threads: int = 2
+
+
+def parity(model: RankerMLP, lists: Lists, model_dir: Path, n: int = 20) -> float:
+    """Max |torch - ONNX Runtime| over the first ``n`` lists, through the service's loader."""
+    served = load_model(model_dir, device="cpu")
+    torch_scores = predict(model, lists.take(np.arange(min(n, len(lists)))))
+    worst = 0.0
+    for i in range(len(torch_scores)):
+        m = lists.mask[i]
+        onnx = served.score(lists.dense[i, m], lists.query_ids[i: i + 1].astype(np.int64),
+                            lists.title_ids[i, m].astype(np.int64))
+        worst = max(worst, float(np.abs(onnx - torch_scores[i, m]).max()))
+    return worst
+
+
+def _lists(data, requests: pl.DataFrame, page_size: int) -> Lists:
+    return to_lists(data.impressions.join(requests.select("request_id"), on="request_id"),
+                    page_size)
+
+
+def train_ltr(config: LtrConfig, say=print, progress_factory=None) -> dict:
+    torch.set_num_threads(config.threads)
+    version = config.version or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out = Path(config.out_dir) / version
+    out.mkdir(parents=True, exist_ok=True)
+    sim_dir = Path(config.sim_dir)
+    if not all((sim_dir / f).exists() for f in FILES):
+        say(f"simulating {config.sim.listings} listings, {config.sim.sessions.sessions} "
+            f"sessions -> {sim_dir}")
+        bar = progress_factory(config.sim.sessions.sessions, "sessions") \
+            if progress_factory else None
+        simulate(sim_dir, config.sim, bar.update if bar else None)
+        if bar:
+            bar.close()
+    else:
+        say(f"reusing the simulated logs in {sim_dir}")
+
+    say("building lists: labels, hygiene, point-in-time features")
+    t0 = time.perf_counter()
+    data = load_logs(sim_dir / "events.parquet", sim_dir / "listings.jsonl", config.labels,
+                     rejects_path=out / "rejected_events.jsonl")
+    page = config.sim.sessions.page_size
+    req = data.requests
+    kept = req.filter(pl.col("reason") == "")
+    genuine = req.filter(~pl.col("reason").is_in(["bot", "tapper"]))
+    train = _lists(data, kept.filter(pl.col("split") == "train"), page)
+    valid = _lists(data, kept.filter(pl.col("split") == "valid"), page)
+    # Evaluation: every genuine page of held-out queries, whatever its engagement.
+    test = _lists(data, genuine.filter(pl.col("split") == "test"), page)
+    truth = pl.read_parquet(sim_dir / "truth.parquet")
+    test_truth, train_truth = truth_grid(test, truth), truth_grid(train, truth)
+    propensity = estimate_propensity(data.impressions, genuine, page)
+    dataset = {**data.summary, "train_lists": len(train), "train_pairs": train.pairs(),
+               "valid_lists": len(valid), "test_lists": len(test),
+               "test_queries": int(len(set(test.queries))),
+               "build_seconds": round(time.perf_counter() - t0, 1),
+               "propensity": propensity.describe()}
+    say(f"lists: train {len(train)} ({train.pairs()} pairs), valid {len(valid)}, "
+        f"test {len(test)}; propensity eta {propensity.eta:.3f}")
+
+    results: dict[str, dict] = {"recall_order": evaluate(recall_order(test), test_truth, test)}
+    say(f"recall order: {results['recall_order']}")
+    t0 = time.perf_counter()
+    gbm = lightgbm_lambdarank(train, train.labels, config.fit.seed)
+    results["lightgbm_lambdarank"] = {
+        **evaluate(lightgbm_scores(gbm, test), test_truth, test),
+        "train_seconds": round(time.perf_counter() - t0, 1)}
+    say(f"lightgbm: {results['lightgbm_lambdarank']}")
+
+    histories: dict[str, list[dict]] = {}
+    models: dict[str, RankerMLP] = {}
+    for name, (overrides, labels) in MLP_VARIANTS.items():
+        cfg = replace(config.fit, **overrides)
+        bar = progress_factory(cfg.epochs, name) if progress_factory else None
+        t0 = time.perf_counter()
+        model, history = fit(train, cfg, labels=train_truth if labels == "truth" else None,
+                             propensity=propensity.table, valid=valid,
+                             on_epoch=(lambda _row, b=bar: b.update(1)) if bar else None)
+        if bar:
+            bar.close()
+        models[name], histories[name] = model, history
+        results[name] = {**evaluate(predict(model, test), test_truth, test),
+                         "train_seconds": round(time.perf_counter() - t0, 1),
+                         "pairs_per_s": int(np.median([h["pairs_per_s"] for h in history]))}
+        say(f"{name}: {results[name]}")
+
+    chosen = models[config.export]
+    training_info = {"dataset": dataset, "fit": replace(
+        config.fit, **MLP_VARIANTS[config.export][0]).describe(),
+        "simulation": asdict(config.sim), "labels": asdict(config.labels),
+        "variant": config.export}
+    model_dir = write_model(config.models_dir, MODEL_NAME, version, chosen.to_weights(),
+                            training=training_info, metrics={"test": results})
+    diff = parity(chosen, test, model_dir)
+    if diff > PARITY_TOLERANCE:
+        raise RuntimeError(f"ONNX export differs from torch by {diff:.2e} (> {PARITY_TOLERANCE})")
+    say(f"exported {config.export} -> {model_dir} (torch vs ONNX max |diff| {diff:.1e})")
+    summary = {"version": version, "model_dir": str(model_dir), "parity_max_abs_diff": diff,
+               "dataset": dataset, "results": results, "histories": histories,
+               "propensity": {**propensity.describe(), "click_rate": propensity.click_rate}}
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_report(out, summary)
+    say(f"report: {out / 'report.md'}")
+    return summary
