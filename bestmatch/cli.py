@@ -78,6 +78,45 @@ def cmd_model_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sim_config(args: argparse.Namespace):
+    from training.simulator.run import SimConfig
+    from training.simulator.sessions import SessionConfig
+
+    return SimConfig(listings=args.listings, queries=args.queries, seed=args.seed, now=args.now,
+                     sessions=SessionConfig(sessions=args.sessions, seed=args.seed,
+                                            page_size=args.page_size))
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="", leave=False, file=sys.stderr)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from training.simulator.run import simulate
+
+    bar = _progress(args.sessions, "sessions")
+    summary = simulate(Path(args.out), _sim_config(args), bar.update)
+    bar.close()
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    return 0
+
+
+def cmd_train_ltr(args: argparse.Namespace) -> int:
+    from training.fit import FitConfig
+    from training.train_ltr import LtrConfig, train_ltr
+
+    config = LtrConfig(
+        sim_dir=Path(args.sim_dir), out_dir=Path(args.out), version=args.version,
+        models_dir=Path(args.models_dir or _settings().models_dir), sim=_sim_config(args),
+        fit=FitConfig(epochs=args.epochs, temperature=args.temperature, seed=args.seed),
+        export=args.export, threads=args.threads)
+    summary = train_ltr(config, say=lambda m: print(m, file=sys.stderr), progress_factory=_progress)
+    print(json.dumps({"model_dir": summary["model_dir"], "results": summary["results"]}, indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bestmatch.demo import build_demo
 
@@ -119,6 +158,34 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--models-dir")
     b.add_argument("--version", default="1")
     b.set_defaults(func=cmd_model_baseline)
+
+    def sim_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--listings", type=int, default=100_000)
+        p.add_argument("--sessions", type=int, default=50_000, help="human search sessions")
+        p.add_argument("--queries", type=int, default=3_000, help="distinct queries")
+        p.add_argument("--page-size", type=int, default=40)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--now", default="", help="ISO time the log window ends (default today)")
+
+    p = sub.add_parser("simulate", help="simulate a marketplace: catalog, event logs, truth")
+    p.add_argument("--out", default="var/sim")
+    sim_options(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("train", help="offline trainers")
+    tsub = p.add_subparsers(dest="train_command", required=True)
+    t = tsub.add_parser("ltr", help="simulate (or reuse) logs, train, evaluate, export the ranker")
+    t.add_argument("--sim-dir", default="var/sim", help="reused when it holds a simulation")
+    t.add_argument("--out", default="var/ltr", help="report and results go to OUT/VERSION")
+    t.add_argument("--models-dir", help="default: BESTMATCH_MODELS_DIR")
+    t.add_argument("--version", default="", help="model version (default: UTC timestamp)")
+    t.add_argument("--epochs", type=int, default=12)
+    t.add_argument("--temperature", type=float, default=0.1, help="ApproxNDCG temperature")
+    t.add_argument("--export", default="mlp_approx_ndcg_ips",
+                   choices=["mlp_approx_ndcg_ips", "mlp_approx_ndcg", "mlp_listnet"])
+    t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sim_options(t)
+    t.set_defaults(func=cmd_train_ltr)
 
     p = sub.add_parser("demo", help="dev servers + generated catalog + features + model")
     p.add_argument("--listings", type=int, default=20000)

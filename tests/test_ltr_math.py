@@ -104,10 +104,24 @@ def test_unit_gain_weights_equal_none(loss):
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-def test_upweighting_a_badly_ranked_item_raises_loss(loss):
+def test_upweighting_an_item_pushes_it_up_harder(loss):
     s, y, m = batch([[2.0, 0.0, -2.0]], [[1.0, 0.0, 1.0]])
-    weights = torch.tensor([[1.0, 1.0, 3.0]], dtype=torch.float64)
-    assert loss(s, y, m, gain_weights=weights).item() > loss(s, y, m).item()
+    s.requires_grad_(True)
+    loss(s, y, m).backward()
+    plain = s.grad[0, 2].item()
+    s.grad = None
+    loss(s, y, m, gain_weights=torch.tensor([[1.0, 1.0, 3.0]], dtype=torch.float64)).backward()
+    assert s.grad[0, 2].item() < plain < 0
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_weights_survive_normalisation_on_single_item_lists(loss):
+    """IPS must reweight lists with one engaged item (a weighted normaliser would cancel it)."""
+    s, y, m = batch([[0.5, 1.0], [0.3, -1.0]], [[1.0, 0.0], [0.0, 2.0]])
+    per_list = [loss(s[i: i + 1], y[i: i + 1], m[i: i + 1]).item() for i in range(2)]
+    w = torch.tensor([[1.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+    weighted = loss(s, y, m, gain_weights=w).item()
+    assert weighted == pytest.approx((per_list[0] + 2.0 * per_list[1]) / 2.0, abs=1e-12)
 
 
 def test_listnet_hand_case():

@@ -31,5 +31,5 @@ def lightgbm_lambdarank(train: Lists, labels: np.ndarray, seed: int = 0,
 
 def lightgbm_scores(model: lgb.LGBMRanker, lists: Lists) -> np.ndarray:
     out = np.full(lists.labels.shape, -np.inf, np.float32)
-    out[lists.mask] = model.predict(lists.dense[lists.mask])
+    out[lists.mask] = model.booster_.predict(lists.dense[lists.mask])
     return out

@@ -19,7 +19,9 @@ is a zero that is still connected to ``scores``, so ``backward()`` works and yie
 
 IPS weighting: ``gain_weights`` [B, N] multiplies each item's gain (ApproxNDCG) or label
 (ListNet). With inverse-propensity weights (1 / probability that the item was examined)
-this debiases labels from logged clicks; ``None`` means all ones.
+this debiases labels from logged clicks; ``None`` means all ones. The normaliser (ideal
+DCG, label mass) is computed from the *unweighted* labels: a weighted normaliser would
+cancel the weight of every list with a single engaged item, and IPS would do nothing.
 """
 
 from __future__ import annotations
@@ -62,12 +64,13 @@ def approx_ndcg_loss(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     mask = mask.bool()
     safe_scores, safe_labels, weights = _masked_inputs(scores, labels, mask, gain_weights)
-    gains = (torch.pow(2.0, safe_labels) - 1.0) * weights
+    raw_gains = (torch.pow(2.0, safe_labels) - 1.0) * mask.to(scores.dtype)
+    gains = raw_gains * weights
 
     n = scores.shape[-1]
     positions = torch.arange(1, n + 1, dtype=scores.dtype, device=scores.device)
     discounts = 1.0 / torch.log2(1.0 + positions)
-    ideal = (gains.sort(dim=-1, descending=True).values * discounts).sum(dim=-1)
+    ideal = (raw_gains.sort(dim=-1, descending=True).values * discounts).sum(dim=-1)
 
     # pair[b, i, j] = sigmoid((s_j - s_i) / T), counted only for real j != i.
     pair = torch.sigmoid((safe_scores.unsqueeze(-2) - safe_scores.unsqueeze(-1)) / temperature)
@@ -87,14 +90,14 @@ def listnet_loss(
     mask: Tensor,
     gain_weights: Tensor | None = None,
 ) -> Tensor:
-    """Softmax cross-entropy against normalised (weighted) labels, mean over lists.
+    """Softmax cross-entropy against (weighted) labels over their unweighted sum.
 
-    Lists whose weighted label sum is 0 are left out.
+    Lists whose label sum is 0 are left out.
     """
     mask = mask.bool()
     safe_scores, safe_labels, weights = _masked_inputs(scores, labels, mask, gain_weights)
     relevance = safe_labels * weights
-    mass = relevance.sum(dim=-1)
+    mass = safe_labels.sum(dim=-1)
     keep = mass > 0
     target = relevance / torch.where(keep, mass, torch.ones_like(mass)).unsqueeze(-1)
 

@@ -94,7 +94,8 @@ def train_ltr(config: LtrConfig, say=print, progress_factory=None) -> dict:
     t0 = time.perf_counter()
     data = load_logs(sim_dir / "events.parquet", sim_dir / "listings.jsonl", config.labels,
                      rejects_path=out / "rejected_events.jsonl")
-    page = config.sim.sessions.page_size
+    sim_summary = json.loads((sim_dir / "summary.json").read_text())
+    page = sim_summary["config"]["sessions"]["page_size"]
     req = data.requests
     kept = req.filter(pl.col("reason") == "")
     genuine = req.filter(~pl.col("reason").is_in(["bot", "tapper"]))
@@ -142,7 +143,7 @@ def train_ltr(config: LtrConfig, say=print, progress_factory=None) -> dict:
     chosen = models[config.export]
     training_info = {"dataset": dataset, "fit": replace(
         config.fit, **MLP_VARIANTS[config.export][0]).describe(),
-        "simulation": asdict(config.sim), "labels": asdict(config.labels),
+        "simulation": sim_summary, "labels": asdict(config.labels),
         "variant": config.export}
     model_dir = write_model(config.models_dir, MODEL_NAME, version, chosen.to_weights(),
                             training=training_info, metrics={"test": results})
