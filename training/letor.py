@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.dataset import Lists
+
 
 @dataclass
 class LetorData:
@@ -129,3 +131,31 @@ def read_letor(source: str | Path | Iterable[str], n_features: int | None = None
         features=features,
         rejected=rejected,
     )
+
+
+def letor_lists(data: LetorData, list_size: int | None = None) -> Lists:
+    """Padded lists (one per query) for :func:`training.fit.fit`: dense features only.
+
+    There are no tokens, so the embedding part of the ranker sees only padding and the
+    MLP learns from the file's features. A query with more than ``list_size`` documents
+    keeps its first ``list_size``.
+    """
+    groups = data.groups()
+    width = list_size or max((len(g) for g in groups), default=1)
+    n, d = len(groups), data.features.shape[1]
+    lists = Lists(
+        dense=np.zeros((n, width, d), np.float32), title_ids=np.zeros((n, width, 1), np.int32),
+        query_ids=np.zeros((n, 1), np.int32), labels=np.zeros((n, width), np.float32),
+        mask=np.zeros((n, width), bool), position=np.zeros((n, width), np.int16),
+        request_ids=np.array([data.qids[g[0]] for g in groups], dtype=object),
+        queries=np.array([data.qids[g[0]] for g in groups], dtype=object),
+        item_ids=np.full((n, width), "", dtype=object))
+    for i, rows in enumerate(groups):
+        rows = rows[:width]
+        k = len(rows)
+        lists.dense[i, :k] = data.features[rows]
+        lists.labels[i, :k] = data.labels[rows]
+        lists.mask[i, :k] = True
+        lists.position[i, :k] = np.arange(1, k + 1)
+        lists.item_ids[i, :k] = rows.astype(str)
+    return lists
