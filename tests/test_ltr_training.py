@@ -260,3 +260,21 @@ def test_the_ranker_trains_on_a_letor_file(tmp_path):
     trained = evaluate(predict(model, lists), lists.labels, lists)["ndcg@10"]
     noise = evaluate(lists.dense[:, :, 1], lists.labels, lists)["ndcg@10"]
     assert trained > noise + 0.15
+
+
+def test_standardised_scores_keep_the_order():
+    import torch
+
+    from training.ranker_torch import RankerMLP, standardise_scores
+
+    torch.manual_seed(1)
+    model = RankerMLP(np.zeros(12), np.ones(12), embed_dim=8, hidden=(16,))
+    dense, q, t = torch.randn(6, 9, 12) * 50, torch.randint(1, 99, (6, 3)), torch.randint(
+        0, 99, (6, 9, 4))
+    mask = np.ones((6, 9), bool)
+    before = model(dense, q, t).detach().numpy()
+    standardise_scores(model, before, mask)
+    after = model(dense, q, t).detach().numpy()
+    assert (np.argsort(before, axis=1) == np.argsort(after, axis=1)).all()
+    assert abs(after.mean()) < 1e-4
+    assert np.std(after - after.mean(axis=1, keepdims=True)) == pytest.approx(1.0, abs=1e-3)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from training.dataset import LabelConfig, Lists, load_logs, to_lists, truth_grid
 from training.export import write_model
 from training.fit import FitConfig, evaluate, fit, predict
 from training.propensity import estimate_propensity
-from training.ranker_torch import RankerMLP
+from training.ranker_torch import RankerMLP, standardise_scores
 from training.report import write_report
 from training.simulator.run import FILES, SimConfig, simulate
 
@@ -141,14 +142,16 @@ def train_ltr(config: LtrConfig, say=print, progress_factory=None) -> dict:
         say(f"{name}: {results[name]}")
 
     chosen = models[config.export]
+    scaling = standardise_scores(chosen, predict(chosen, train), train.mask)
     training_info = {"dataset": dataset, "fit": replace(
         config.fit, **MLP_VARIANTS[config.export][0]).describe(),
         "simulation": sim_summary, "labels": asdict(config.labels),
-        "variant": config.export}
+        "variant": config.export, **scaling}
     model_dir = write_model(config.models_dir, MODEL_NAME, version, chosen.to_weights(),
                             training=training_info, metrics={"test": results})
     diff = parity(chosen, test, model_dir)
     if diff > PARITY_TOLERANCE:
+        shutil.rmtree(model_dir)  # never leave a model that does not match for the service
         raise RuntimeError(f"ONNX export differs from torch by {diff:.2e} (> {PARITY_TOLERANCE})")
     say(f"exported {config.export} -> {model_dir} (torch vs ONNX max |diff| {diff:.1e})")
     summary = {"version": version, "model_dir": str(model_dir), "parity_max_abs_diff": diff,
