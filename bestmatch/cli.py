@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--models-dir", help="default: BESTMATCH_MODELS_DIR")
     t.add_argument("--version", default="", help="model version (default: UTC timestamp)")
     t.add_argument("--epochs", type=int, default=12)
-    t.add_argument("--temperature", type=float, default=0.1, help="ApproxNDCG temperature")
+    t.add_argument("--temperature", type=float, default=1.0, help="ApproxNDCG temperature")
     t.add_argument("--export", default="mlp_approx_ndcg_ips",
                    choices=["mlp_approx_ndcg_ips", "mlp_approx_ndcg", "mlp_listnet"])
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -18,7 +18,7 @@ from training.ranker_torch import RankerMLP, standardisation
 @dataclass(frozen=True)
 class FitConfig:
     loss: str = "approx_ndcg"  # or "listnet"
-    temperature: float = 0.1  # ApproxNDCG's smooth-rank temperature (1 / alpha)
+    temperature: float = 1.0  # ApproxNDCG smooth-rank temperature (1 / alpha; allRank default)
     epochs: int = 12
     batch_lists: int = 64
     lr: float = 2e-3
