@@ -35,11 +35,8 @@ import polars as pl
 
 from app import tokenizer
 from app.feature_spec import DEFAULT_PRIORS, dense_matrix
-from app.listings import CONDITIONS
+from app.listings import CONDITIONS, PRICE_MAX
 from feature_jobs.item_stats import daily_counts, item_stats
-
-PRICE_OUTLIER = 9_999_999
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -207,7 +204,7 @@ def load_logs(events_path: Path, listings_path: Path, config: LabelConfig | None
                 pl.col("impressions").fill_null(DEFAULT_PRIORS["impressions"]),
                 pl.col("impression_prob").fill_null(DEFAULT_PRIORS["impression_prob"]),
             ))
-    outlier = ((pl.col("price") >= PRICE_OUTLIER)
+    outlier = ((pl.col("price") >= PRICE_MAX)
                | (pl.col("age_hours") > config.max_age_days * 24))
     n_outliers = imps.filter(outlier).height
     imps = imps.filter(~outlier)

@@ -10,11 +10,10 @@ journey, written as event logs).
 from training.simulator.catalog import (
     CATEGORIES,
     CONDITION_WORDS,
-    PRICE_OUTLIER,
     Catalog,
     generate_catalog,
     generate_listings,
 )
 
-__all__ = ["CATEGORIES", "CONDITION_WORDS", "PRICE_OUTLIER", "Catalog", "generate_catalog",
+__all__ = ["CATEGORIES", "CONDITION_WORDS", "Catalog", "generate_catalog",
            "generate_listings"]

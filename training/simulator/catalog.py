@@ -16,9 +16,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from app.listings import CONDITIONS
+from app.listings import CONDITIONS, PRICE_MAX
 
-PRICE_OUTLIER = 9_999_999
 DAY_MS = 86_400_000
 
 
@@ -189,7 +188,7 @@ def generate_catalog(n: int, seed: int = 0, now: datetime | None = None,
     new_price = np.array([p.price for _, p in PRODUCTS])[product]
     fair = new_price * CONDITION_PRICE[condition] * np.where(is_acc, ACCESSORY_PRICE, 1.0)
     price = np.round(fair * np.exp(rng.normal(0.0, 0.35, n)), -1).clip(300)
-    price[rng.random(n) < 0.002] = PRICE_OUTLIER
+    price[rng.random(n) < 0.002] = PRICE_MAX
     age_days = np.where(rng.random(n) < 0.9, rng.exponential(20.0, n), rng.uniform(60, 1000, n))
     quality = rng.beta(2.0, 2.0, n)
     with_brand = rng.random(n) < 0.8

@@ -27,8 +27,6 @@ from training.simulator.catalog import DAY_MS, Catalog
 from training.simulator.queries import QuerySet, true_relevance
 from training.simulator.recall import TextIndex, recall
 
-EVENTS = ("impression", "click", "like", "comment", "purchase")
-
 
 @dataclass(frozen=True)
 class SessionConfig:
