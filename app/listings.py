@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app import tokenizer
 
 CONDITIONS: tuple[str, ...] = ("new", "like_new", "good", "fair", "poor")
+# The ``condition`` feature: 0 new .. 1 poor.
+CONDITION_ORDINAL = {c: i / (len(CONDITIONS) - 1) for i, c in enumerate(CONDITIONS)}
 # The marketplace's maximum price: sellers park listings there ("not really for sale").
 PRICE_MAX = 9_999_999
 Condition = Literal["new", "like_new", "good", "fair", "poor"]

@@ -19,13 +19,12 @@ from app import metrics
 from app.engines import Engine
 from app.feature_spec import DENSE_NAMES, dense_matrix
 from app.feature_store import FeatureStore
-from app.listings import CONDITIONS
+from app.listings import CONDITION_ORDINAL
 from app.recall import RecallParams, best_match_body, newest_body
 from app.schemas import SearchRequest
 from app.scoring import ModelRegistry
 from app.tokenizer import tokenize_query
 
-CONDITION_ORDINAL = {c: i / (len(CONDITIONS) - 1) for i, c in enumerate(CONDITIONS)}
 DEBUG_SOURCE = ("title",)
 
 log = logging.getLogger(__name__)

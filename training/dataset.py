@@ -35,7 +35,7 @@ import polars as pl
 
 from app import tokenizer
 from app.feature_spec import DEFAULT_PRIORS, dense_matrix
-from app.listings import CONDITIONS, PRICE_MAX
+from app.listings import CONDITION_ORDINAL, PRICE_MAX
 from feature_jobs.item_stats import daily_counts, item_stats
 
 
@@ -98,8 +98,7 @@ def read_listings(path: Path) -> pl.DataFrame:
 
     return df.with_columns(
         pl.col("created_at").str.to_datetime(time_zone="UTC").alias("created_at"),
-        pl.col("condition").replace_strict({c: i / (len(CONDITIONS) - 1)
-                                            for i, c in enumerate(CONDITIONS)}),
+        pl.col("condition").replace_strict(CONDITION_ORDINAL),
         pl.col("title").map_elements(ids, return_dtype=pl.List(pl.Int32)).alias("title_ids"),
     ).drop("title").rename({"id": "item_id"})
 
