@@ -24,7 +24,7 @@ import torch
 
 from app.scoring import load_model
 from training.baselines import lightgbm_lambdarank, lightgbm_scores, recall_order
-from training.dataset import LabelConfig, Lists, load_logs, to_lists, truth_grid
+from training.dataset import LabelConfig, Lists, LogData, load_logs, to_lists, truth_grid
 from training.export import write_model
 from training.fit import FitConfig, evaluate, fit, predict
 from training.propensity import estimate_propensity
@@ -69,7 +69,7 @@ def parity(model: RankerMLP, lists: Lists, model_dir: Path, n: int = 20) -> floa
     return worst
 
 
-def _lists(data, requests: pl.DataFrame, page_size: int) -> Lists:
+def _lists(data: LogData, requests: pl.DataFrame, page_size: int) -> Lists:
     return to_lists(data.impressions.join(requests.select("request_id"), on="request_id"),
                     page_size)
 
@@ -77,6 +77,9 @@ def _lists(data, requests: pl.DataFrame, page_size: int) -> Lists:
 def train_ltr(config: LtrConfig, say=print, progress_factory=None) -> dict:
     torch.set_num_threads(config.threads)
     version = config.version or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    if (Path(config.models_dir) / MODEL_NAME / version).exists():
+        raise FileExistsError(f"{config.models_dir}/{MODEL_NAME}/{version} exists; model "
+                              "versions are immutable, pick another --version")
     out = Path(config.out_dir) / version
     out.mkdir(parents=True, exist_ok=True)
     sim_dir = Path(config.sim_dir)
