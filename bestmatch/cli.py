@@ -112,7 +112,12 @@ def cmd_train_ltr(args: argparse.Namespace) -> int:
         models_dir=Path(args.models_dir or _settings().models_dir), sim=_sim_config(args),
         fit=FitConfig(epochs=args.epochs, temperature=args.temperature, seed=args.seed),
         export=args.export, threads=args.threads)
-    summary = train_ltr(config, say=lambda m: print(m, file=sys.stderr), progress_factory=_progress)
+    try:
+        summary = train_ltr(config, say=lambda m: print(m, file=sys.stderr),
+                            progress_factory=_progress)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({"model_dir": summary["model_dir"], "results": summary["results"]}, indent=2))
     return 0
 
