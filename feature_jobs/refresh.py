@@ -1,0 +1,146 @@
+"""The nightly feature refresh: event logs -> item stats -> a new Redis version.
+
+Steps, each of which leaves the served version intact if the job dies there:
+
+1. take the refresh lock (``{prefix}:refresh-lock``, redis-py's lock with a TTL), so two
+   runs never publish at once;
+2. read impression and click events of the window ``[end - window_days, end)`` from
+   Parquet or JSON lines; malformed rows are counted and written aside with the reason,
+   and the job fails when their share passes ``max_reject_ratio``;
+3. aggregate with :mod:`feature_jobs.item_stats` (Polars; the same arithmetic training
+   uses for point-in-time features) and write the snapshot file (Parquet, the system
+   of record);
+4. write every item under a new version (the pointer does not move yet), verify the
+   version's item count and a random sample of values read back;
+5. move the pointer in one SET, then give the previous version's keys a TTL of
+   ``grace_s`` so readers that still hold it finish cleanly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import orjson
+import polars as pl
+import redis.asyncio as aioredis
+
+from app.feature_spec import STORE_FEATURES
+from app.feature_store import (
+    VALUE_DTYPE,
+    current_key,
+    item_key,
+    meta_key,
+    switch_version,
+    write_version,
+)
+from feature_jobs.item_stats import daily_counts, item_stats
+
+
+class RefreshError(RuntimeError):
+    """The job stopped before switching; the previous version is still served."""
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    events: Path
+    snapshot_dir: Path
+    prefix: str = "bm:feat"
+    end: datetime = field(default_factory=lambda: datetime.now(UTC).replace(
+        hour=0, minute=0, second=0, microsecond=0))
+    window_days: int = 7
+    max_reject_ratio: float = 0.01
+    grace_s: int = 6 * 3600
+    verify_sample: int = 1000
+    lock_ttl_s: int = 3600
+
+
+def read_window(config: RefreshConfig, rejects_path: Path) -> tuple[pl.DataFrame, dict]:
+    """Valid impression / click rows of the window, and counts (rows, rejected by reason)."""
+    path = Path(config.events)
+    df = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ndjson(path)
+    if df.schema.get("ts") == pl.String:
+        df = df.with_columns(pl.col("ts").str.to_datetime(time_zone="UTC", strict=False))
+    reason = (pl.when(pl.col("item_id").is_null() | (pl.col("item_id") == ""))
+              .then(pl.lit("missing item_id"))
+              .when(pl.col("ts").is_null()).then(pl.lit("missing or unreadable ts"))
+              .when(pl.col("event").is_null()).then(pl.lit("missing event")))
+    tagged = df.with_columns(reason.alias("reject_reason"))
+    bad = tagged.filter(pl.col("reject_reason").is_not_null())
+    if len(bad):
+        rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        bad.write_ndjson(rejects_path)
+    start = config.end - timedelta(days=config.window_days)
+    good = tagged.filter(pl.col("reject_reason").is_null(),
+                         pl.col("ts") >= start, pl.col("ts") < config.end)
+    counts = {"rows": df.height, "rejected": dict(bad.group_by("reject_reason").len().iter_rows()),
+              "in_window": good.height}
+    if df.height and len(bad) / df.height > config.max_reject_ratio:
+        raise RefreshError(
+            f"{len(bad)} of {df.height} rows malformed ({len(bad) / df.height:.1%} > "
+            f"{config.max_reject_ratio:.1%}); see {rejects_path}")
+    return good.drop("reject_reason"), counts
+
+
+async def verify(redis: aioredis.Redis, prefix: str, version: str, stats: pl.DataFrame,
+                 sample: int, seed: int = 0) -> None:
+    meta = await redis.get(meta_key(prefix, version))
+    if meta is None or orjson.loads(meta)["items"] != stats.height:
+        raise RefreshError(f"version {version}: item count does not match the snapshot")
+    rows = stats.sample(min(sample, stats.height), seed=seed) if stats.height else stats
+    raw = await redis.mget([item_key(prefix, version, i) for i in rows["item_id"]])
+    if any(r is None for r in raw):
+        raise RefreshError(f"version {version}: sampled items missing after the write")
+    got = np.frombuffer(b"".join(raw), dtype=VALUE_DTYPE).reshape(-1, len(STORE_FEATURES))
+    want = rows.select(STORE_FEATURES).to_numpy().astype(VALUE_DTYPE)
+    if not np.array_equal(got, want):
+        raise RefreshError(f"version {version}: sampled values differ from the snapshot")
+
+
+async def expire_version(redis: aioredis.Redis, prefix: str, version: str, ttl_s: int) -> int:
+    """Give every key of ``version`` a TTL; returns how many keys got one."""
+    n = 0
+    pipe = redis.pipeline(transaction=False)
+    async for key in redis.scan_iter(match=f"{prefix}:{version}:*", count=5000):
+        pipe.expire(key, ttl_s)
+        n += 1
+        if n % 5000 == 0:
+            await pipe.execute()
+    await pipe.execute()
+    return n
+
+
+async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | None = None,
+                  fail_before_switch: bool = False) -> dict:
+    """Run the job; returns its summary. ``fail_before_switch`` is for crash tests."""
+    t0 = time.perf_counter()
+    version = version or config.end.strftime("%Y%m%d") + time.strftime("-%H%M%S", time.gmtime())
+    lock = redis.lock(f"{config.prefix}:refresh-lock", timeout=config.lock_ttl_s,
+                      blocking=False)
+    if not await lock.acquire():
+        raise RefreshError("another refresh holds the lock; not publishing")
+    try:
+        events, counts = read_window(config, config.snapshot_dir / f"{version}.rejects.jsonl")
+        stats = item_stats(daily_counts(events.lazy())).sort("item_id").collect()
+        config.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        snapshot = config.snapshot_dir / f"{version}.parquet"
+        stats.write_parquet(snapshot)
+        rows = stats.select("item_id", *STORE_FEATURES).iter_rows()
+        written = await write_version(redis, config.prefix, version, rows)
+        await verify(redis, config.prefix, version, stats, config.verify_sample)
+        if fail_before_switch:
+            raise RefreshError("injected failure between write and switch")
+        previous = await redis.get(current_key(config.prefix))
+        await switch_version(redis, config.prefix, version)
+        expired = 0
+        if previous is not None and previous.decode() != version:
+            expired = await expire_version(redis, config.prefix, previous.decode(),
+                                           config.grace_s)
+    finally:
+        await lock.release()
+    return {"version": version, "items": written, "events": counts, "snapshot": str(snapshot),
+            "previous": previous.decode() if previous else None, "previous_keys_expiring":
+            expired, "seconds": round(time.perf_counter() - t0, 2)}
