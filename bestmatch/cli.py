@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
 
@@ -122,6 +123,38 @@ def cmd_train_ltr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features_refresh(args: argparse.Namespace) -> int:
+    """Exit codes: 0 published; 1 failed (previous version still served); 75 lock held."""
+    import redis.asyncio as aioredis
+
+    from feature_jobs.refresh import LockHeld, RefreshConfig, RefreshError, refresh
+
+    s = _settings()
+    config = RefreshConfig(
+        events=Path(args.events), snapshot_dir=Path(args.snapshot_dir),
+        prefix=s.feature_prefix, window_days=args.window_days,
+        max_reject_ratio=args.max_reject_ratio, grace_s=args.grace_s,
+        **({"end": datetime.fromisoformat(args.end)} if args.end else {}))
+
+    async def run():
+        redis = aioredis.Redis.from_url(s.redis_url)
+        try:
+            return await refresh(redis, config, version=args.version or None)
+        finally:
+            await redis.aclose()
+
+    try:
+        summary = asyncio.run(run())
+    except LockHeld as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 75
+    except RefreshError as exc:
+        print(f"error: {exc}; the previous version is still served", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bestmatch.demo import build_demo
 
@@ -191,6 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     sim_options(t)
     t.set_defaults(func=cmd_train_ltr)
+
+    p = sub.add_parser("features", help="feature store jobs")
+    fsub = p.add_subparsers(dest="features_command", required=True)
+    f = fsub.add_parser("refresh", help="event logs -> item CTR / impression prob -> new "
+                        "Redis version (BESTMATCH_REDIS_URL, BESTMATCH_FEATURE_PREFIX)")
+    f.add_argument("--events", required=True, help="Parquet or JSON-lines event log")
+    f.add_argument("--snapshot-dir", default="var/features",
+                   help="snapshot Parquet files and rejected rows")
+    f.add_argument("--end", default="", help="ISO time the window ends (default today 00:00Z)")
+    f.add_argument("--window-days", type=int, default=7)
+    f.add_argument("--max-reject-ratio", type=float, default=0.01)
+    f.add_argument("--grace-s", type=int, default=6 * 3600,
+                   help="TTL given to the previous version's keys after the switch")
+    f.add_argument("--version", default="", help="default: END date + UTC time")
+    f.set_defaults(func=cmd_features_refresh)
 
     p = sub.add_parser("demo", help="dev servers + generated catalog + features + model")
     p.add_argument("--listings", type=int, default=20000)

@@ -44,6 +44,10 @@ class RefreshError(RuntimeError):
     """The job stopped before switching; the previous version is still served."""
 
 
+class LockHeld(RefreshError):
+    """Another refresh is running."""
+
+
 @dataclass(frozen=True)
 class RefreshConfig:
     events: Path
@@ -121,8 +125,10 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
     lock = redis.lock(f"{config.prefix}:refresh-lock", timeout=config.lock_ttl_s,
                       blocking=False)
     if not await lock.acquire():
-        raise RefreshError("another refresh holds the lock; not publishing")
+        raise LockHeld("another refresh holds the lock; not publishing")
     try:
+        if await redis.exists(meta_key(config.prefix, version)):
+            raise RefreshError(f"version {version} exists; published versions never change")
         events, counts = read_window(config, config.snapshot_dir / f"{version}.rejects.jsonl")
         stats = item_stats(daily_counts(events.lazy())).sort("item_id").collect()
         config.snapshot_dir.mkdir(parents=True, exist_ok=True)

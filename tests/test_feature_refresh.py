@@ -83,6 +83,8 @@ async def test_previous_version_expires_after_the_grace_period(redis, config):
     assert summary["previous"] == "v1" and summary["previous_keys_expiring"] == 3
     assert 0 < await redis.ttl(item_key(config.prefix, "v1", "a")) <= 600
     assert await redis.ttl(item_key(config.prefix, "v2", "a")) == -1
+    with pytest.raises(RefreshError, match="exists"):
+        await refresh(redis, config, version="v2")  # a served version is never rewritten
 
 
 async def test_malformed_rows_are_set_aside_and_too_many_fail(redis, config, tmp_path):
