@@ -37,6 +37,7 @@ from app.feature_store import (
     switch_version,
     write_version,
 )
+from feature_jobs.events import read_events
 from feature_jobs.item_stats import daily_counts, item_stats
 
 
@@ -64,10 +65,7 @@ class RefreshConfig:
 
 def read_window(config: RefreshConfig, rejects_path: Path) -> tuple[pl.DataFrame, dict]:
     """Valid impression / click rows of the window, and counts (rows, rejected by reason)."""
-    path = Path(config.events)
-    df = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ndjson(path)
-    if df.schema.get("ts") == pl.String:
-        df = df.with_columns(pl.col("ts").str.to_datetime(time_zone="UTC", strict=False))
+    df = read_events(config.events)
     reason = (pl.when(pl.col("item_id").is_null() | (pl.col("item_id") == ""))
               .then(pl.lit("missing item_id"))
               .when(pl.col("ts").is_null()).then(pl.lit("missing or unreadable ts"))

@@ -36,6 +36,7 @@ import polars as pl
 from app import tokenizer
 from app.feature_spec import DEFAULT_PRIORS, dense_matrix
 from app.listings import CONDITION_ORDINAL, PRICE_MAX
+from feature_jobs.events import read_events
 from feature_jobs.item_stats import daily_counts, item_stats
 
 
@@ -73,15 +74,6 @@ class Lists:
 
     def pairs(self) -> int:
         return int(self.mask.sum())
-
-
-def read_events(path: Path) -> pl.DataFrame:
-    """Parquet or JSON lines (``.jsonl``), with ``ts`` as a UTC timestamp."""
-    path = Path(path)
-    df = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ndjson(path)
-    if df.schema.get("ts") == pl.String:
-        df = df.with_columns(pl.col("ts").str.to_datetime(time_zone="UTC"))
-    return df
 
 
 def read_listings(path: Path) -> pl.DataFrame:
