@@ -37,7 +37,7 @@ from app.feature_store import (
     switch_version,
     write_version,
 )
-from feature_jobs.events import read_events
+from feature_jobs.events import read_events, set_aside
 from feature_jobs.item_stats import daily_counts, item_stats
 
 
@@ -70,21 +70,15 @@ def read_window(config: RefreshConfig, rejects_path: Path) -> tuple[pl.DataFrame
               .then(pl.lit("missing item_id"))
               .when(pl.col("ts").is_null()).then(pl.lit("missing or unreadable ts"))
               .when(pl.col("event").is_null()).then(pl.lit("missing event")))
-    tagged = df.with_columns(reason.alias("reject_reason"))
-    bad = tagged.filter(pl.col("reject_reason").is_not_null())
-    if len(bad):
-        rejects_path.parent.mkdir(parents=True, exist_ok=True)
-        bad.write_ndjson(rejects_path)
+    valid, rejected = set_aside(df, reason, rejects_path)
     start = config.end - timedelta(days=config.window_days)
-    good = tagged.filter(pl.col("reject_reason").is_null(),
-                         pl.col("ts") >= start, pl.col("ts") < config.end)
-    counts = {"rows": df.height, "rejected": dict(bad.group_by("reject_reason").len().iter_rows()),
-              "in_window": good.height}
-    if df.height and len(bad) / df.height > config.max_reject_ratio:
+    good = valid.filter(pl.col("ts") >= start, pl.col("ts") < config.end)
+    bad = sum(rejected.values())
+    if df.height and bad / df.height > config.max_reject_ratio:
         raise RefreshError(
-            f"{len(bad)} of {df.height} rows malformed ({len(bad) / df.height:.1%} > "
+            f"{bad} of {df.height} rows malformed ({bad / df.height:.1%} > "
             f"{config.max_reject_ratio:.1%}); see {rejects_path}")
-    return good.drop("reject_reason"), counts
+    return good, {"rows": df.height, "rejected": rejected, "in_window": good.height}
 
 
 async def verify(redis: aioredis.Redis, prefix: str, version: str, stats: pl.DataFrame,

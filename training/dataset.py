@@ -36,7 +36,7 @@ import polars as pl
 from app import tokenizer
 from app.feature_spec import DEFAULT_PRIORS, dense_matrix
 from app.listings import CONDITION_ORDINAL, PRICE_MAX
-from feature_jobs.events import read_events
+from feature_jobs.events import read_events, set_aside
 from feature_jobs.item_stats import daily_counts, item_stats
 
 
@@ -124,13 +124,7 @@ def _validate(events: pl.DataFrame, grades: dict[str, int], known_items: pl.Seri
         .when(~pl.col("item_id").is_in(known_items.implode()))
         .then(pl.lit("item not in the catalog"))
     )
-    tagged = events.with_columns(reason.alias("reject_reason"))
-    bad = tagged.filter(pl.col("reject_reason").is_not_null())
-    if rejects_path is not None and len(bad):
-        rejects_path.parent.mkdir(parents=True, exist_ok=True)
-        bad.write_ndjson(rejects_path)
-    counts = dict(bad.group_by("reject_reason").len().iter_rows())
-    return tagged.filter(pl.col("reject_reason").is_null()).drop("reject_reason"), counts
+    return set_aside(events, reason, rejects_path)
 
 
 def _point_in_time_stats(events: pl.DataFrame, days: list, window_days: int) -> pl.DataFrame:
