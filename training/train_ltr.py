@@ -74,7 +74,19 @@ def _lists(data: LogData, requests: pl.DataFrame, page_size: int) -> Lists:
                     page_size)
 
 
-def train_ltr(config: LtrConfig, say=print, progress_factory=None) -> dict:
+class _NoProgress:
+    def __init__(self, total: int, desc: str):
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def train_ltr(config: LtrConfig, say=print, progress_factory=_NoProgress) -> dict:
+    """Run the pipeline; ``progress_factory(total, desc)`` makes a tqdm-like bar."""
     torch.set_num_threads(config.threads)
     version = config.version or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     if (Path(config.models_dir) / MODEL_NAME / version).exists():
@@ -86,11 +98,9 @@ def train_ltr(config: LtrConfig, say=print, progress_factory=None) -> dict:
     if not all((sim_dir / f).exists() for f in FILES):
         say(f"simulating {config.sim.listings} listings, {config.sim.sessions.sessions} "
             f"sessions -> {sim_dir}")
-        bar = progress_factory(config.sim.sessions.sessions, "sessions") \
-            if progress_factory else None
-        simulate(sim_dir, config.sim, bar.update if bar else None)
-        if bar:
-            bar.close()
+        bar = progress_factory(config.sim.sessions.sessions, "sessions")
+        simulate(sim_dir, config.sim, bar.update)
+        bar.close()
     else:
         say(f"reusing the simulated logs in {sim_dir}")
 
@@ -131,13 +141,12 @@ def train_ltr(config: LtrConfig, say=print, progress_factory=None) -> dict:
     models: dict[str, RankerMLP] = {}
     for name, (overrides, labels) in MLP_VARIANTS.items():
         cfg = replace(config.fit, **overrides)
-        bar = progress_factory(cfg.epochs, name) if progress_factory else None
+        bar = progress_factory(cfg.epochs, name)
         t0 = time.perf_counter()
         model, history = fit(train, cfg, labels=train_truth if labels == "truth" else None,
                              propensity=propensity.table, valid=valid,
-                             on_epoch=(lambda _row, b=bar: b.update(1)) if bar else None)
-        if bar:
-            bar.close()
+                             on_epoch=lambda _row, b=bar: b.update(1))
+        bar.close()
         models[name], histories[name] = model, history
         results[name] = {**evaluate(predict(model, test), test_truth, test),
                          "train_seconds": round(time.perf_counter() - t0, 1),
