@@ -127,9 +127,9 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def price_appeal(self) -> np.ndarray:
-        """In (0, 1): 0.5 at the market price, higher when cheaper (latent)."""
-        return 1.0 / (1.0 + (self.price / self.fair_price) ** 2.5)
+    def price_appeal(self, items: np.ndarray) -> np.ndarray:
+        """In (0, 1) for listings ``items``: 0.5 at the market price, higher when cheaper."""
+        return 1.0 / (1.0 + (self.price[items] / self.fair_price[items]) ** 2.5)
 
     def rows(self) -> Iterator[dict]:
         """Listing rows in the shape of :class:`app.listings.Listing`."""

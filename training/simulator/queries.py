@@ -151,7 +151,7 @@ def true_relevance(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(utility in [0, 1], grade 0..4) of listings ``items`` for ``intent``."""
     m = match_level(intent, cat, items)
-    appeal = (0.5 * cat.price_appeal()[items] + 0.3 * cat.quality[items]
+    appeal = (0.5 * cat.price_appeal(items) + 0.3 * cat.quality[items]
               + 0.2 * (1.0 - cat.condition[items] / 4.0))
     utility = (m / 3.0) * (0.35 + 0.65 * appeal)
     grade = np.digitize(utility, GRADE_EDGES)

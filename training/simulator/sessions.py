@@ -91,7 +91,6 @@ class Simulator:
         self.now_ms = now_ms
         self.rng = np.random.default_rng(config.seed)
         self.out = _Columns()
-        self.price_appeal = catalog.price_appeal()
         self._requests = 0
 
     def run(self, progress=None) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -158,7 +157,7 @@ class Simulator:
             click = examined & (rng.random(n) < p_click)
             engage = utility
         t_click = t_ms + ((2 + 3 * pos + rng.exponential(10, n)) * 1000).astype(np.int64)
-        quality, appeal = cat.quality[shown], self.price_appeal[shown]
+        quality, appeal = cat.quality[shown], cat.price_appeal(shown)
         steps = (("click", click, t_click),
                  ("like", click & (rng.random(n) < 0.7 * engage * (0.3 + 0.7 * quality)),
                   t_click + (rng.exponential(30, n) * 1000).astype(np.int64)),
