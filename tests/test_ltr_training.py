@@ -162,6 +162,8 @@ def hand_log(tmp_path) -> tuple[Path, Path]:
     for r in range(8):
         _page(rows, f"tap-{r}", "tapper", f"q{r}", day2 + timedelta(hours=1 + r), items[:5],
               {i: ["click", "like"] for i in items[:5]})
+    # the same impression logged twice
+    rows.append(dict(next(r for r in rows if r["request_id"] == "graded")))
     # malformed rows
     bad = dict(rows[0], request_id="graded")
     rows += [dict(bad, event="hover"), dict(bad, item_id="unknown"), dict(bad, position=0)]
@@ -195,6 +197,7 @@ def test_hygiene_rules_are_applied_and_counted(hand_log, tmp_path):
     assert s["dropped_requests"]["click_only"] == 6 and s["dropped_requests"]["no_click"] == 6
     assert s["bot_users"] == 1 and s["tapper_users"] == 1
     assert s["outlier_items_removed"] == 2
+    assert s["duplicate_impressions"] == 1
     assert s["rejected_rows"] == {"unknown event type": 1, "item not in the catalog": 1,
                                   "position missing or < 1": 1}
     rejected = [orjson.loads(line) for line in (tmp_path / "rejects.jsonl").read_bytes().split(

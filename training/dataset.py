@@ -147,10 +147,11 @@ def load_logs(events_path: Path, listings_path: Path, config: LabelConfig | None
     grade = pl.col("event").replace_strict(config.grades, default=0, return_dtype=pl.Int8)
     labels = (events.filter(pl.col("event") != "impression")
               .group_by("request_id", "item_id").agg(grade.max().alias("label")))
-    imps = (events.filter(pl.col("event") == "impression")
-            .unique(["request_id", "position"], keep="first")
+    shown = events.filter(pl.col("event") == "impression")
+    imps = (shown.unique(["request_id", "position"], keep="first", maintain_order=True)
             .join(labels, on=["request_id", "item_id"], how="left")
             .with_columns(pl.col("label").fill_null(0), pl.col("ts").dt.date().alias("day")))
+    duplicates = shown.height - imps.height  # the same position logged twice: first kept
 
     # --- hygiene ---
     per_request = imps.group_by("request_id").agg(
@@ -198,6 +199,7 @@ def load_logs(events_path: Path, listings_path: Path, config: LabelConfig | None
     summary = {
         "events": events.height + sum(rejected.values()),
         "rejected_rows": rejected,
+        "duplicate_impressions": duplicates,
         "requests": requests.height,
         "dropped_requests": {k: v for k, v in sorted(reasons.items()) if k},
         "kept_requests": reasons.get("", 0),
