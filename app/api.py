@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import orjson
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -24,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from app import metrics
 from app.engines import EngineRequestError, EngineUnavailable, connect
-from app.feature_store import FeatureStore
+from app.feature_store import FeatureStore, connect_redis
 from app.recall import RecallParams
 from app.schemas import Flow, SearchRequest
 from app.scoring import ModelError, ModelRegistry
@@ -68,11 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine = connect(settings.engine, settings.engine_url, settings.engine_timeout_s)
-        redis = aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-        )
+        redis = connect_redis(settings.redis_url, settings.redis_cluster,
+                              settings.redis_timeout_s)
         store = FeatureStore(
             redis, settings.feature_prefix, settings.redis_timeout_s,
             settings.feature_pointer_ttl_s, settings.redis_retry_after_s,

@@ -7,7 +7,10 @@ Keyspace (``prefix`` defaults to ``bm:feat``)::
     {prefix}:{version}:{item_id} -> 12 bytes: float32 LE ctr, impressions, impression_prob
 
 A publisher writes a whole new version, then moves the pointer in one SET, so readers
-never see a half-written snapshot. Readers fetch all candidates with one MGET. Items
+never see a half-written snapshot. Readers fetch all candidates with one MGET; on Redis
+Cluster (``redis_cluster``) item keys spread over all slots, and the MGET is split per
+slot and sent to the owning nodes in one pipelined round (redis-py's
+``mget_nonatomic``: a version never changes, so atomicity across slots is not needed). Items
 the version does not hold get the version's priors (or DEFAULT_PRIORS); when Redis is
 slow or down the batch is flagged, items not in the local cache get priors, and Redis
 is left alone for ``retry_after_s`` so an outage does not add a timeout to every
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from app.feature_spec import DEFAULT_PRIORS, STORE_FEATURES
@@ -42,6 +46,20 @@ class FeatureBatch:
     values: dict[str, np.ndarray]  # STORE_FEATURES -> float array [N]
     missing: np.ndarray  # bool [N]: prior used
     degraded: str | None = None  # reason, when the store could not be read
+
+
+def connect_redis(url: str, cluster: bool = False, timeout_s: float | None = None,
+                  ) -> aioredis.Redis | RedisCluster:
+    """A client for one Redis server, or for a Redis Cluster reached through any node."""
+    client = RedisCluster if cluster else aioredis.Redis
+    return client.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+
+async def mget(redis: aioredis.Redis | RedisCluster, keys: list[str]) -> list[bytes | None]:
+    """MGET, split per slot on a cluster."""
+    if isinstance(redis, RedisCluster):
+        return await redis.mget_nonatomic(keys)
+    return await redis.mget(keys)
 
 
 def current_key(prefix: str) -> str:
@@ -106,8 +124,8 @@ class FeatureStore:
         misses = [k for k, v in enumerate(values) if v is None]
         if not misses:
             return values
-        raw = await self.redis.mget([item_key(self.prefix, self._version, item_ids[k])
-                                     for k in misses])
+        raw = await mget(self.redis, [item_key(self.prefix, self._version, item_ids[k])
+                                      for k in misses])
         room = self.cache_items - len(cache)
         for k, v in zip(misses, raw, strict=True):
             values[k] = v = v or b""

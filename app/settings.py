@@ -32,6 +32,7 @@ class Settings(BaseSettings):
 
     # --- feature store ---
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = Field(False, description="redis_url names a node of a Redis Cluster")
     feature_prefix: str = "bm:feat"
     redis_timeout_s: float = Field(0.05, gt=0)
     feature_pointer_ttl_s: float = Field(1.0, ge=0)

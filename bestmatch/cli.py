@@ -125,8 +125,7 @@ def cmd_train_ltr(args: argparse.Namespace) -> int:
 
 def cmd_features_refresh(args: argparse.Namespace) -> int:
     """Exit codes: 0 published; 1 failed (previous version still served); 75 lock held."""
-    import redis.asyncio as aioredis
-
+    from app.feature_store import connect_redis
     from feature_jobs.refresh import LockHeld, RefreshConfig, RefreshError, refresh
 
     s = _settings()
@@ -137,7 +136,7 @@ def cmd_features_refresh(args: argparse.Namespace) -> int:
         **({"end": datetime.fromisoformat(args.end)} if args.end else {}))
 
     async def run():
-        redis = aioredis.Redis.from_url(s.redis_url)
+        redis = connect_redis(s.redis_url, s.redis_cluster)
         try:
             return await refresh(redis, config, version=args.version or None)
         finally:

@@ -52,16 +52,20 @@ def _log(msg: str) -> None:
     print(f"[devstack] {msg}", file=sys.stderr, flush=True)
 
 
-def free_port(lo: int = 0, hi: int = 0) -> int:
-    """A free loopback port (in [lo, hi] when given)."""
-    for port in range(lo, hi + 1) if lo else [0]:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise DevstackError(f"no free port in {lo}-{hi}")
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A free loopback port chosen by the kernel."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _alive(pid: int | None) -> bool:
@@ -199,7 +203,9 @@ def cluster_name() -> str:
 def start_opensearch(base: Path, timeout_s: float = 180) -> Server:
     java, lib = find_java(), ensure_jars()
     # The runner puts node 1 on baseHttpPort + 1 and never searches past 9299.
-    port = free_port(9201, 9299)
+    port = next((p for p in range(9201, 9300) if port_free(p)), None)
+    if port is None:
+        raise DevstackError("no free port in 9201-9299")
     base.mkdir(parents=True, exist_ok=True)
     log = base / "opensearch.log"
     cmd = [
@@ -214,19 +220,55 @@ def start_opensearch(base: Path, timeout_s: float = 180) -> Server:
     return Server("opensearch", url, pid)
 
 
-def start_redis(base: Path, timeout_s: float = 30) -> Server:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+def _redis_binary(name: str) -> str:
+    binary = shutil.which(name) or f"/usr/bin/{name}"
     if not Path(binary).exists():
-        raise DevstackError("redis-server not found: apt-get install redis-server")
-    port = free_port()
+        raise DevstackError(f"{name} not found: apt-get install redis-server")
+    return binary
+
+
+def _spawn_redis(base: Path, port: int, timeout_s: float, *extra: str) -> int:
     base.mkdir(parents=True, exist_ok=True)
-    log = base / "redis.log"
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no", "--dir", str(base)]
-    _log(f"starting Redis on 127.0.0.1:{port}")
+    cmd = [_redis_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+           "--save", "", "--appendonly", "no", "--dir", str(base), *extra]
     url = f"redis://127.0.0.1:{port}/0"
-    pid = _spawn_healthy(cmd, log, base, lambda: redis_healthy(url), "Redis", timeout_s)
-    return Server("redis", url, pid)
+    return _spawn_healthy(cmd, base / "redis.log", base, lambda: redis_healthy(url), "Redis",
+                          timeout_s)
+
+
+def start_redis(base: Path, timeout_s: float = 30) -> Server:
+    port = free_port()
+    _log(f"starting Redis on 127.0.0.1:{port}")
+    return Server("redis", f"redis://127.0.0.1:{port}/0", _spawn_redis(base, port, timeout_s))
+
+
+def start_redis_cluster(base: Path, nodes: int = 3, timeout_s: float = 30,
+                        ) -> tuple[str, list[int]]:
+    """A Redis Cluster of ``nodes`` primaries on loopback, for the cluster keyspace tests:
+    the URL of its first node (cluster clients discover the rest) and the nodes' pids."""
+    # The cluster bus listens on port + 10000, which must stay below 65536.
+    ports = [p for p in range(17000, 18000) if port_free(p) and port_free(p + 10000)][:nodes]
+    _log(f"starting a Redis Cluster on 127.0.0.1 ports {ports}")
+    pids: list[int] = []
+    try:
+        for port in ports:
+            pids.append(_spawn_redis(base / str(port), port, timeout_s, "--cluster-enabled", "yes"))
+        subprocess.run([_redis_binary("redis-cli"), "--cluster", "create",
+                        *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=timeout_s)
+        _wait(lambda: all(_cluster_ok(p) for p in ports), "Redis Cluster", timeout_s, None,
+              base / str(ports[0]) / "redis.log")
+    except BaseException:
+        for pid in pids:
+            stop(pid)
+        raise
+    return f"redis://127.0.0.1:{ports[0]}/0", pids
+
+
+def _cluster_ok(port: int) -> bool:
+    out = subprocess.run([_redis_binary("redis-cli"), "-p", str(port), "cluster", "info"],
+                         capture_output=True, text=True)
+    return "cluster_state:ok" in out.stdout
 
 
 def stop(pid: int | None, timeout_s: float = 30) -> None:

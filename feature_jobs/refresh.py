@@ -34,6 +34,7 @@ from app.feature_store import (
     current_key,
     item_key,
     meta_key,
+    mget,
     switch_version,
     write_version,
 )
@@ -87,7 +88,7 @@ async def verify(redis: aioredis.Redis, prefix: str, version: str, stats: pl.Dat
     if meta is None or orjson.loads(meta)["items"] != stats.height:
         raise RefreshError(f"version {version}: item count does not match the snapshot")
     rows = stats.sample(min(sample, stats.height), seed=seed) if stats.height else stats
-    raw = await redis.mget([item_key(prefix, version, i) for i in rows["item_id"]])
+    raw = await mget(redis, [item_key(prefix, version, i) for i in rows["item_id"]])
     if any(r is None for r in raw):
         raise RefreshError(f"version {version}: sampled items missing after the write")
     got = np.frombuffer(b"".join(raw), dtype=VALUE_DTYPE).reshape(-1, len(STORE_FEATURES))

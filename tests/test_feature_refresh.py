@@ -10,7 +10,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from app.feature_store import FeatureStore, current_key, item_key
+import devstack
+from app.feature_store import FeatureStore, connect_redis, current_key, item_key
 from feature_jobs.item_stats import PRIOR_STRENGTH
 from feature_jobs.refresh import RefreshConfig, RefreshError, refresh
 
@@ -109,3 +110,33 @@ async def test_a_second_run_is_refused_while_one_holds_the_lock(redis, config):
         assert await redis.get(current_key(config.prefix)) is None
     finally:
         await held.release()
+
+
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory):
+    url, pids = devstack.start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield url
+    for pid in pids:
+        devstack.stop(pid)
+
+
+async def test_publish_and_read_on_a_redis_cluster(cluster_url, config):
+    """Item keys spread over the cluster's nodes; write, verify, read and expiry all work."""
+    items = {f"item-{i}": (20 + i, i % 5) for i in range(60)}
+    write_events(config.events, items)
+    redis = connect_redis(cluster_url, cluster=True)
+    try:
+        await refresh(redis, config, version="v1")
+        nodes = {redis.get_node_from_key(item_key(config.prefix, "v1", i)).name for i in items}
+        assert len(nodes) == 3
+        store = FeatureStore(redis, config.prefix, pointer_ttl_s=0.0)
+        batch = await store.fetch([*items, "unknown"])
+        want = [(c + PRIOR_STRENGTH * 0.02) / (n + PRIOR_STRENGTH) for n, c in items.values()]
+        assert batch.values["ctr"][:-1].tolist() == pytest.approx(want, rel=1e-6)
+        assert batch.missing.tolist() == [False] * len(items) + [True]
+
+        summary = await refresh(redis, config, version="v2")
+        assert summary["previous_keys_expiring"] == len(items) + 1  # items and meta, all nodes
+        assert 0 < await redis.ttl(item_key(config.prefix, "v1", "item-7")) <= 600
+    finally:
+        await redis.aclose()
