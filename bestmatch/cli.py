@@ -88,6 +88,10 @@ def _sim_config(args: argparse.Namespace):
                                             page_size=args.page_size))
 
 
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def _progress(total: int, desc: str):
     from tqdm import tqdm
 
@@ -114,7 +118,7 @@ def cmd_train_ltr(args: argparse.Namespace) -> int:
         fit=FitConfig(epochs=args.epochs, temperature=args.temperature, seed=args.seed),
         export=args.export, threads=args.threads)
     try:
-        summary = train_ltr(config, say=lambda m: print(m, file=sys.stderr),
+        summary = train_ltr(config, say=_say,
                             progress_factory=_progress)
     except FileExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -138,7 +142,8 @@ def cmd_features_refresh(args: argparse.Namespace) -> int:
     async def run():
         redis = connect_redis(s.redis_url, s.redis_cluster)
         try:
-            return await refresh(redis, config, version=args.version or None)
+            return await refresh(redis, config, version=args.version or None,
+                                 say=_say, progress_factory=_progress)
         finally:
             await redis.aclose()
 

@@ -38,6 +38,7 @@ from app.feature_store import (
     switch_version,
     write_version,
 )
+from app.progress import NoProgress
 from feature_jobs.events import read_events, set_aside
 from feature_jobs.item_stats import daily_counts, item_stats
 
@@ -110,9 +111,17 @@ async def expire_version(redis: aioredis.Redis, prefix: str, version: str, ttl_s
     return n
 
 
+def _counted(rows, bar):
+    for row in rows:
+        yield row
+        bar.update()
+
+
 async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | None = None,
-                  fail_before_switch: bool = False) -> dict:
-    """Run the job; returns its summary. ``fail_before_switch`` is for crash tests."""
+                  fail_before_switch: bool = False, say=lambda msg: None,
+                  progress_factory=NoProgress) -> dict:
+    """Run the job; returns its summary. ``fail_before_switch`` is for crash tests;
+    ``say`` reports each step, ``progress_factory(total, desc)`` makes the publish bar."""
     t0 = time.perf_counter()
     version = version or config.end.strftime("%Y%m%d") + time.strftime("-%H%M%S", time.gmtime())
     lock = redis.lock(f"{config.prefix}:refresh-lock", timeout=config.lock_ttl_s,
@@ -122,18 +131,24 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
     try:
         if await redis.exists(meta_key(config.prefix, version)):
             raise RefreshError(f"version {version} exists; published versions never change")
+        say(f"reading events from {config.events}")
         events, counts = read_window(config, config.snapshot_dir / f"{version}.rejects.jsonl")
+        say(f"aggregating {counts['in_window']} events of {config.window_days} days")
         stats = item_stats(daily_counts(events.lazy())).sort("item_id").collect()
         config.snapshot_dir.mkdir(parents=True, exist_ok=True)
         snapshot = config.snapshot_dir / f"{version}.parquet"
         stats.write_parquet(snapshot)
-        rows = stats.select("item_id", *STORE_FEATURES).iter_rows()
+        say(f"publishing {stats.height} items as version {version}")
+        bar = progress_factory(stats.height, "publish")
+        rows = _counted(stats.select("item_id", *STORE_FEATURES).iter_rows(), bar)
         written = await write_version(redis, config.prefix, version, rows)
+        bar.close()
         await verify(redis, config.prefix, version, stats, config.verify_sample)
         if fail_before_switch:
             raise RefreshError("injected failure between write and switch")
         previous = await redis.get(current_key(config.prefix))
         await switch_version(redis, config.prefix, version)
+        say(f"switched the pointer to {version}")
         expired = 0
         if previous is not None and previous.decode() != version:
             expired = await expire_version(redis, config.prefix, previous.decode(),

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from app.progress import NoProgress
 from app.scoring import load_model
 from training.baselines import lightgbm_lambdarank, lightgbm_scores, recall_order
 from training.dataset import LabelConfig, Lists, LogData, load_logs, to_lists, truth_grid
@@ -74,18 +75,7 @@ def _lists(data: LogData, requests: pl.DataFrame, page_size: int) -> Lists:
                     page_size)
 
 
-class _NoProgress:
-    def __init__(self, total: int, desc: str):
-        pass
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def train_ltr(config: LtrConfig, say=print, progress_factory=_NoProgress) -> dict:
+def train_ltr(config: LtrConfig, say=print, progress_factory=NoProgress) -> dict:
     """Run the pipeline; ``progress_factory(total, desc)`` makes a tqdm-like bar."""
     torch.set_num_threads(config.threads)
     version = config.version or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
