@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from app import metrics
 from app.engines import EngineRequestError, EngineUnavailable, connect
+from app.feature_log import FeatureLog
 from app.feature_store import FeatureStore, connect_redis
 from app.recall import RecallParams
 from app.schemas import Flow, SearchRequest
@@ -74,6 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.feature_pointer_ttl_s, settings.redis_retry_after_s,
             settings.feature_cache_items,
         )
+        feature_log = None
+        if settings.feature_log_dir is not None:
+            feature_log = FeatureLog(settings.feature_log_dir, settings.feature_log_queue,
+                                     settings.feature_log_max_bytes)
+            feature_log.start()
         models = ModelRegistry(settings.models_dir, settings.onnx_device, settings.onnx_threads)
         _load_model(models, settings.model_name, settings.model_version)
         app.state.models = models
@@ -87,10 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_violation_score=settings.max_violation_score,
             ),
             settings.image_weight,
+            feature_log,
         )
         yield
         await engine.close()
         await redis.aclose()
+        if feature_log is not None:
+            feature_log.close()
 
     app = FastAPI(
         title="bestmatch",
@@ -119,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status = "ok"
         try:
             async with asyncio.timeout(settings.request_deadline_s):
-                answer = await app.state.searcher.search(req)
+                answer = await app.state.searcher.search(req, request_id)
         except EngineUnavailable as exc:
             status = "engine_unavailable"
             log.warning("engine unavailable: %s", exc)

@@ -26,6 +26,11 @@ CANDIDATES = Histogram(
 )
 DEGRADED = Counter("bestmatch_degraded_total", "Answers degraded, by reason", ["reason"])
 ERRORS = Counter("bestmatch_errors_total", "Failed requests, by kind", ["kind"])
+FEATURE_LOG = Counter(
+    "bestmatch_feature_log_records_total",
+    "Served-feature log records by outcome: written, dropped (queue full), error", ["outcome"],
+)
+FEATURE_LOG_QUEUE = Gauge("bestmatch_feature_log_queue", "Records waiting to be written")
 MODEL_INFO = Gauge(
     "bestmatch_model_info", "The served model (value 1)", ["name", "version", "provider"]
 )

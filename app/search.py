@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import chain
 
 import numpy as np
 
 from app import metrics
 from app.engines import Engine
+from app.feature_log import FeatureLog
 from app.feature_spec import DENSE_NAMES, dense_matrix
 from app.feature_store import FeatureStore
 from app.listings import CONDITION_ORDINAL
@@ -85,7 +87,7 @@ class Stopwatch:
 class Searcher:
     def __init__(
         self, engine: Engine, index: str, store: FeatureStore, models: ModelRegistry,
-        recall: RecallParams, image_weight: float,
+        recall: RecallParams, image_weight: float, feature_log: FeatureLog | None = None,
     ):
         self.engine = engine
         self.index = index
@@ -93,8 +95,9 @@ class Searcher:
         self.models = models
         self.recall = recall
         self.image_weight = image_weight
+        self.feature_log = feature_log
 
-    async def search(self, req: SearchRequest) -> dict:
+    async def search(self, req: SearchRequest, request_id: str) -> dict:
         watch = Stopwatch()
         tokens, query_ids = tokenize_query(req.query)
         watch.lap("tokenize")
@@ -149,6 +152,20 @@ class Searcher:
                 item["features"] = dict(zip(DENSE_NAMES, dense[i].tolist(), strict=True))
             items.append(item)
         answer["items"] = items
+        if self.feature_log is not None:
+            self.feature_log.put({
+                "request_id": request_id,
+                "ts": datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(),
+                "query": req.query, "user_id": req.user_id, "experiment": None, "arm": None,
+                "model": {k: answer["model"][k] for k in ("name", "version")}
+                if answer["model"] else None,
+                "feature_version": self.store.version, "offset": req.offset,
+                "degraded": answer["degraded"], "query_ids": query_ids,
+                "items": [{"id": cands.ids[i], "position": req.offset + k + 1,
+                           "recall_rank": i, "dense": dense[i],
+                           "title_ids": cands.title_ids[i][cands.title_ids[i] > 0]}
+                          for k, i in enumerate(order.tolist())],
+            })
         watch.lap("blend")
         for reason in answer["degraded"]:
             metrics.DEGRADED.labels(reason).inc()

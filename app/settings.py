@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     # --- blend ---
     image_weight: float = 0.1
 
+    # --- served-feature log (off unless a directory is set) ---
+    feature_log_dir: Path | None = Field(
+        None, description="write served features of every best-match answer here (JSON lines)")
+    feature_log_queue: int = Field(
+        10_000, ge=1, description="records buffered in memory; more are dropped and counted")
+    feature_log_max_bytes: int = Field(
+        128 * 1024 * 1024, ge=1024, description="start a new log file past this size")
+
     # --- request handling ---
     request_deadline_s: float = Field(1.0, gt=0)
     admin_token: str | None = None

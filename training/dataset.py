@@ -138,22 +138,11 @@ def _point_in_time_stats(events: pl.DataFrame, days: list, window_days: int) -> 
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
-def load_logs(events_path: Path, listings_path: Path, config: LabelConfig | None = None,
-              rejects_path: Path | None = None) -> LogData:
-    config = config or LabelConfig()
-    listings = read_listings(listings_path)
-    events, rejected = _validate(read_events(events_path), config.grades,
-                                 listings["item_id"], rejects_path)
-    grade = pl.col("event").replace_strict(config.grades, default=0, return_dtype=pl.Int8)
-    labels = (events.filter(pl.col("event") != "impression")
-              .group_by("request_id", "item_id").agg(grade.max().alias("label")))
-    shown = events.filter(pl.col("event") == "impression")
-    imps = (shown.unique(["request_id", "position"], keep="first", maintain_order=True)
-            .join(labels, on=["request_id", "item_id"], how="left")
-            .with_columns(pl.col("label").fill_null(0), pl.col("ts").dt.date().alias("day")))
-    duplicates = shown.height - imps.height  # the same position logged twice: first kept
-
-    # --- hygiene ---
+def request_reasons(imps: pl.DataFrame, config: LabelConfig,
+                    ) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+    """The hygiene rules per request: (request_id, user_id, query, split, reason) with
+    reason "" for a kept request, and the bot and tapper users. ``imps`` has one row per
+    shown item with request_id, user_id, query, ts and label."""
     per_request = imps.group_by("request_id").agg(
         pl.col("user_id").first(), pl.col("query").first(), pl.col("ts").first(),
         (pl.col("label") >= 1).sum().alias("clicks"), (pl.col("label") >= 2).sum().alias("deep"),
@@ -175,6 +164,25 @@ def load_logs(events_path: Path, listings_path: Path, config: LabelConfig | None
         .otherwise(pl.lit("")).alias("reason"),
         pl.col("query").map_elements(split_of, return_dtype=pl.String).alias("split"),
     ).select("request_id", "user_id", "query", "split", "reason")
+    return requests, bots, tappers
+
+
+def load_logs(events_path: Path, listings_path: Path, config: LabelConfig | None = None,
+              rejects_path: Path | None = None) -> LogData:
+    config = config or LabelConfig()
+    listings = read_listings(listings_path)
+    events, rejected = _validate(read_events(events_path), config.grades,
+                                 listings["item_id"], rejects_path)
+    grade = pl.col("event").replace_strict(config.grades, default=0, return_dtype=pl.Int8)
+    labels = (events.filter(pl.col("event") != "impression")
+              .group_by("request_id", "item_id").agg(grade.max().alias("label")))
+    shown = events.filter(pl.col("event") == "impression")
+    imps = (shown.unique(["request_id", "position"], keep="first", maintain_order=True)
+            .join(labels, on=["request_id", "item_id"], how="left")
+            .with_columns(pl.col("label").fill_null(0), pl.col("ts").dt.date().alias("day")))
+    duplicates = shown.height - imps.height  # the same position logged twice: first kept
+
+    requests, bots, tappers = request_reasons(imps, config)
 
     # --- features, point in time ---
     days = imps["day"].unique().sort().to_list()
@@ -215,31 +223,18 @@ def load_logs(events_path: Path, listings_path: Path, config: LabelConfig | None
     return LogData(imps, requests, summary)
 
 
-def to_lists(impressions: pl.DataFrame, page_size: int | None = None) -> Lists:
-    """Pack impression rows (with features) into padded lists, slots in position order."""
-    df = impressions.sort("request_id", "position")
-    req, first = np.unique(df["request_id"].to_numpy(), return_index=True)
-    row_list = np.searchsorted(req, df["request_id"].to_numpy())
-    slot = np.arange(df.height) - first[row_list]
-    n_lists, width = len(req), int(page_size or (slot.max() + 1 if df.height else 1))
-    keep = slot < width
-    row_list, slot, df = row_list[keep], slot[keep], df.filter(pl.Series(keep))
+def _with_dense(df: pl.DataFrame) -> pl.DataFrame:
+    """Add ``query_ids`` and the spec's ``dense`` row to rows with raw listing columns."""
+    cache: dict[str, list[int]] = {}
 
-    query_ids = np.zeros((n_lists, tokenizer.MAX_QUERY_TOKENS), np.int32)
-    queries = df["query"].to_numpy()[slot == 0]
-    for i, q in enumerate(queries):
-        ids = tokenizer.tokenize_query(q)[1]
-        query_ids[i, : len(ids)] = ids
-    q_len = (query_ids > 0).sum(axis=1)
+    def ids(query: str) -> list[int]:
+        if query not in cache:
+            cache[query] = list(tokenizer.tokenize_query(query)[1])
+        return cache[query]
 
-    title_lists = df["title_ids"].to_list()
-    title_ids = np.zeros((n_lists, width, tokenizer.MAX_TITLE_TOKENS), np.int32)
-    for r, (i, j) in enumerate(zip(row_list, slot, strict=True)):
-        t = title_lists[r]
-        title_ids[i, j, : len(t)] = t
-    t_len = (title_ids[row_list, slot] > 0).sum(axis=1)
-
-    dense_rows = dense_matrix({
+    df = df.with_columns(pl.col("query").map_elements(ids, return_dtype=pl.List(pl.Int32))
+                         .alias("query_ids"))
+    dense = dense_matrix({
         "recall_score": df["recall_score"].to_numpy(),
         "recall_rank": df["recall_rank"].to_numpy(),
         "price": df["price"].to_numpy(),
@@ -249,24 +244,53 @@ def to_lists(impressions: pl.DataFrame, page_size: int | None = None) -> Lists:
         "impression_prob": df["impression_prob"].to_numpy(),
         "image_score": df["image_score"].to_numpy(),
         "condition": df["condition"].to_numpy(),
-        "title_tokens": t_len,
-        "query_tokens": q_len[row_list],
+        "title_tokens": df["title_ids"].list.len().to_numpy(),
+        "query_tokens": df["query_ids"].list.len().to_numpy(),
         "features_missing": df["features_missing"].to_numpy(),
     })
+    return df.with_columns(pl.Series("dense", dense))
+
+
+def _id_grid(rows: list[list[int]], index: tuple, shape: tuple) -> np.ndarray:
+    out = np.zeros(shape, np.int32)
+    for cell, ids in zip(zip(*index, strict=True), rows, strict=True):
+        out[cell][: len(ids)] = ids
+    return out
+
+
+def to_lists(impressions: pl.DataFrame, page_size: int | None = None) -> Lists:
+    """Pack impression rows into padded lists, slots in position order.
+
+    Rows carry the exact features served (``dense``, ``query_ids``, ``title_ids``: from
+    the served-feature log), or the raw listing columns, from which the spec computes
+    them (:func:`app.feature_spec.dense_matrix`).
+    """
+    df = impressions.sort("request_id", "position")
+    if "dense" not in df.columns:
+        df = _with_dense(df)
+    req, first = np.unique(df["request_id"].to_numpy(), return_index=True)
+    row_list = np.searchsorted(req, df["request_id"].to_numpy())
+    slot = np.arange(df.height) - first[row_list]
+    n_lists, width = len(req), int(page_size or (slot.max() + 1 if df.height else 1))
+    keep = slot < width
+    row_list, slot, df = row_list[keep], slot[keep], df.filter(pl.Series(keep))
+    heads = slot == 0
 
     def grid(values: np.ndarray, dtype, fill=0) -> np.ndarray:
-        out = np.full((n_lists, width), fill, dtype=dtype)
+        out = np.full((n_lists, width) + values.shape[1:], fill, dtype=dtype)
         out[row_list, slot] = values
         return out
 
-    dense = np.zeros((n_lists, width, dense_rows.shape[1]), np.float32)
-    dense[row_list, slot] = dense_rows
     return Lists(
-        dense=dense, title_ids=title_ids, query_ids=query_ids,
+        dense=grid(df["dense"].to_numpy().astype(np.float32), np.float32),
+        title_ids=_id_grid(df["title_ids"].to_list(), (row_list, slot),
+                           (n_lists, width, tokenizer.MAX_TITLE_TOKENS)),
+        query_ids=_id_grid(df["query_ids"].filter(pl.Series(heads)).to_list(),
+                           (row_list[heads],), (n_lists, tokenizer.MAX_QUERY_TOKENS)),
         labels=grid(df["label"].to_numpy(), np.float32),
         mask=grid(np.ones(df.height, bool), bool, False),
         position=grid(df["position"].to_numpy(), np.int16),
-        request_ids=req, queries=np.asarray(queries, dtype=object),
+        request_ids=req, queries=np.asarray(df["query"].to_numpy()[heads], dtype=object),
         item_ids=grid(df["item_id"].to_numpy(), object, ""),
     )
 
