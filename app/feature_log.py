@@ -4,9 +4,9 @@ The request path only puts a record on a bounded in-memory queue (:meth:`put` ne
 blocks: when the queue is full the record is dropped and counted in
 ``bestmatch_feature_log_records_total{outcome="dropped"}``). A background thread
 serialises records with orjson and appends them as JSON lines to
-``{dir}/served-{UTC start time}-{pid}.jsonl``, starting a new file once the current one
-passes ``max_bytes``; each worker process writes its own files, and closed files are
-never touched again, so a shipper may move them away. One record::
+``{dir}/served-{UTC start time}-{pid}-{n}.jsonl``, starting file n + 1 once file n
+passes ``max_bytes``; each worker process writes its own files (names sort in writing
+order), and closed files are never touched again, so a shipper may move them away. One record::
 
     {"request_id", "ts" (ISO, UTC), "query", "user_id", "experiment", "arm",
      "model": {"name", "version"}, "feature_version", "offset", "degraded",
@@ -43,6 +43,8 @@ class FeatureLog:
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="feature-log", daemon=True)
         self._file = None
+        self._name = f"served-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+        self._files = 0
         self.path: Path | None = None  # the file being written
 
     def start(self) -> None:
@@ -68,12 +70,8 @@ class FeatureLog:
     def _open(self) -> None:
         if self._file is not None:
             self._file.close()
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        self.path = self.directory / f"served-{stamp}-{os.getpid()}.jsonl"
-        n = 1
-        while self.path.exists():  # two rotations within one second
-            self.path = self.directory / f"served-{stamp}-{os.getpid()}-{n}.jsonl"
-            n += 1
+        self._files += 1
+        self.path = self.directory / f"{self._name}-{self._files:05d}.jsonl"
         self._file = open(self.path, "ab")  # noqa: SIM115 (kept open across records)
 
     def _run(self) -> None:

@@ -21,20 +21,26 @@ Features come from the shared spec (:func:`app.feature_spec.dense_matrix`) and a
 **point in time**: the store values of a request served on day d are the item stats of
 the ``window_days`` before d (:mod:`feature_jobs.item_stats`), exactly what the nightly
 refresh had published that day, so a label never leaks into its own features.
+
+:func:`load_served_logs` builds the same lists from the service's served-feature log
+(:mod:`app.feature_log`) joined by request id with the engagement events that followed:
+the features are then exactly the ones served, over every re-ranked page a user saw.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import polars as pl
 
 from app import tokenizer
-from app.feature_spec import DEFAULT_PRIORS, dense_matrix
+from app.feature_spec import DEFAULT_PRIORS, DENSE_DIM, dense_matrix
 from app.listings import CONDITION_ORDINAL, PRICE_MAX
 from feature_jobs.events import read_events, set_aside
 from feature_jobs.item_stats import daily_counts, item_stats
@@ -219,6 +225,88 @@ def load_logs(events_path: Path, listings_path: Path, config: LabelConfig | None
             .group_by("label").len().iter_rows())),
         "days": [str(days[0]), str(days[-1])] if days else [],
         "window_days": config.window_days,
+    }
+    return LogData(imps, requests, summary)
+
+
+def read_served(paths: list[Path], rejects_path: Path | None = None,
+                ) -> tuple[pl.DataFrame, dict[str, int]]:
+    """One row per served item from served-feature log files (:mod:`app.feature_log`).
+
+    A record that cannot be used (a line cut short by a crash, a missing field, a feature
+    vector of the wrong length) is written to ``rejects_path`` with the reason and counted.
+    """
+    rows, bad = [], []
+    for path in paths:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    rec = orjson.loads(line)
+                    head = (rec["request_id"], rec["ts"], rec["query"], rec.get("user_id"),
+                            rec["query_ids"])
+                    items = [(it["id"], it["position"], it["dense"], it["title_ids"])
+                             for it in rec["items"]]
+                    if any(len(dense) != DENSE_DIM for _, _, dense, _ in items):
+                        raise ValueError(f"dense must have {DENSE_DIM} values")
+                except orjson.JSONDecodeError:
+                    reason = "not JSON (a line cut short?)"
+                except KeyError as exc:
+                    reason = f"missing field {exc}"
+                except (TypeError, ValueError) as exc:
+                    reason = f"malformed: {exc}"
+                else:
+                    rows.extend(head + item for item in items)
+                    continue
+                bad.append({"file": str(path), "line": number, "reject_reason": reason,
+                            "text": line.decode("utf-8", "replace")})
+    if bad and rejects_path is not None:
+        rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame(bad).write_ndjson(rejects_path)
+    served = pl.DataFrame(rows, orient="row", schema={
+        "request_id": pl.String, "ts": pl.String, "query": pl.String, "user_id": pl.String,
+        "query_ids": pl.List(pl.Int32), "item_id": pl.String, "position": pl.Int32,
+        "dense": pl.List(pl.Float32), "title_ids": pl.List(pl.Int32)})
+    served = served.with_columns(
+        pl.col("ts").str.to_datetime(time_zone="UTC"),
+        pl.col("dense").list.to_array(DENSE_DIM),
+        # anonymous requests are each their own user (not one giant "bot")
+        pl.col("user_id").fill_null(pl.lit("anon:") + pl.col("request_id")))
+    return served, dict(Counter(b["reject_reason"] for b in bad))
+
+
+def load_served_logs(served_paths: list[Path], events_path: Path,
+                     config: LabelConfig | None = None,
+                     rejects_path: Path | None = None) -> LogData:
+    """Training data from the served-feature log joined with later engagement events.
+
+    Features are exactly what the model scored (no online/offline skew); an item's label
+    is the highest grade of the events with its request id and item id logged at or
+    after the serve time (earlier ones are counted, never used: no leakage). The same
+    request hygiene as :func:`load_logs` applies.
+    """
+    config = config or LabelConfig()
+    served, rejected = read_served(served_paths, rejects_path)
+    imps = served.unique(["request_id", "position"], keep="first", maintain_order=True)
+    events = read_events(events_path).filter(pl.col("event").is_in(list(config.grades)))
+    engaged = imps.select("request_id", "item_id", "ts").join(
+        events.select("request_id", "item_id", "event", pl.col("ts").alias("event_ts")),
+        on=["request_id", "item_id"])
+    early = engaged.filter(pl.col("event_ts") < pl.col("ts")).height
+    grade = pl.col("event").replace_strict(config.grades, default=0, return_dtype=pl.Int8)
+    labels = (engaged.filter(pl.col("event_ts") >= pl.col("ts"))
+              .group_by("request_id", "item_id").agg(grade.max().alias("label")))
+    imps = (imps.join(labels, on=["request_id", "item_id"], how="left")
+            .with_columns(pl.col("label").fill_null(0)))
+    requests, bots, tappers = request_reasons(imps, config)
+    reasons = dict(requests.group_by("reason").len().iter_rows())
+    summary = {
+        "served_items": served.height, "rejected_records": rejected,
+        "duplicate_impressions": served.height - imps.height,
+        "engagement_events": engaged.height - early, "engagement_before_serve": early,
+        "requests": requests.height,
+        "dropped_requests": {k: v for k, v in sorted(reasons.items()) if k},
+        "kept_requests": reasons.get("", 0),
+        "bot_users": len(bots), "tapper_users": len(tappers),
     }
     return LogData(imps, requests, summary)
 
