@@ -5,7 +5,9 @@ free port, then for every query sends, alternately, the recall body straight to 
 engine and the search request to the service (sequential, one connection each, after a
 warm-up). Reports client-observed latency of both, the service's per-stage timings
 (from its Server-Timing header) and the re-ranking overhead = features + score + blend
-+ serialize, as p50 / p99 in milliseconds.
++ serialize, as p50 / p99 in milliseconds. With ``--feature-log`` a second service, which
+writes the served-feature log, gets the same query right after, so both are measured
+in one run.
 
     .venv/bin/python benchmarks/bench_service.py --listings 20000 --rounds 5
 """
@@ -58,59 +60,90 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise SystemExit("service not ready")
 
 
+def start_service(extra_env: dict[str, str]) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "bestmatch"), "serve", "--port", str(port)],
+        env={**os.environ, "BESTMATCH_LOG_LEVEL": "WARNING", **extra_env}, cwd=REPO,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+    except BaseException:
+        proc.terminate()
+        raise
+    return url, proc
+
+
+def summary(service_ms: list[float], stages: dict[str, list[float]]) -> dict:
+    overhead = np.sum([stages[s] for s in OVERHEAD], axis=0)
+    return {
+        "total_ms": {"p50": pct(service_ms, 50), "p99": pct(service_ms, 99)},
+        "stages_ms": {k: {"p50": pct(v, 50), "p99": pct(v, 99)} for k, v in stages.items()},
+        "rerank_overhead_ms": {"p50": pct(overhead, 50), "p99": pct(overhead, 99)},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--listings", type=int, default=20000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--feature-log", action="store_true",
+                    help="also run a second service that writes the served-feature log "
+                         "(to var/bench-feature-log) and compare the two in one run")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "service.json"))
     args = ap.parse_args()
 
     build_demo(args.listings, 0, REPO / "var" / "demo")
     engine_url = os.environ["BESTMATCH_ENGINE_URL"]
     alias = os.environ.get("BESTMATCH_INDEX_ALIAS", "listings")
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "bestmatch"), "serve", "--port", str(port)],
-        env={**os.environ, "BESTMATCH_LOG_LEVEL": "WARNING"}, cwd=REPO,
-    )
-    service = f"http://127.0.0.1:{port}"
+    variants = {"service": {}}
+    if args.feature_log:
+        variants["service_with_feature_log"] = {
+            "BESTMATCH_FEATURE_LOG_DIR": str(REPO / "var" / "bench-feature-log")}
+    running: dict[str, tuple[str, subprocess.Popen]] = {}
     try:
-        wait_ready(service, proc)
+        for name, env in variants.items():
+            running[name] = start_service(env)
         qs = queries(args.queries)
-        engine_ms, service_ms, stages = [], [], {}
-        with httpx.Client(base_url=engine_url) as eng, httpx.Client(base_url=service) as svc:
+        engine_ms: list[float] = []
+        service_ms: dict[str, list[float]] = {name: [] for name in variants}
+        stages: dict[str, dict[str, list[float]]] = {name: {} for name in variants}
+        clients = {name: httpx.Client(base_url=url) for name, (url, _) in running.items()}
+        with httpx.Client(base_url=engine_url) as eng:
             for i, q in enumerate(qs * (args.rounds + 1)):
                 body = best_match_body(tokenize_query(q)[0], Filters(), RecallParams(),
                                        int(time.time() * 1000))
                 t0 = time.perf_counter()
-                r = eng.post(f"/{alias}/_search", json=body)
+                eng.post(f"/{alias}/_search", json=body).raise_for_status()
                 t1 = time.perf_counter()
-                s = svc.post("/v1/search", json={"query": q, "size": 20})
-                t2 = time.perf_counter()
-                r.raise_for_status()
-                s.raise_for_status()
-                if i < len(qs):  # first pass warms caches, JIT and connections
-                    continue
-                engine_ms.append((t1 - t0) * 1000)
-                service_ms.append((t2 - t1) * 1000)
-                for part in s.headers["Server-Timing"].split(", "):
-                    name, dur = part.split(";dur=")
-                    stages.setdefault(name, []).append(float(dur))
+                if i >= len(qs):  # the first pass warms caches, JIT and connections
+                    engine_ms.append((t1 - t0) * 1000)
+                for name, client in clients.items():  # alternately, same query
+                    t1 = time.perf_counter()
+                    s = client.post("/v1/search", json={"query": q, "size": 20})
+                    t2 = time.perf_counter()
+                    s.raise_for_status()
+                    if i < len(qs):
+                        continue
+                    service_ms[name].append((t2 - t1) * 1000)
+                    for part in s.headers["Server-Timing"].split(", "):
+                        stage, dur = part.split(";dur=")
+                        stages[name].setdefault(stage, []).append(float(dur))
+        for client in clients.values():
+            client.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for _, proc in running.values():
+            proc.terminate()
+            proc.wait(10)
 
-    overhead = np.sum([stages[s] for s in OVERHEAD], axis=0)
     result = {
         "listings": args.listings,
         "requests": len(engine_ms),
         "candidates_k": RecallParams().candidates,
         "engine_direct_ms": {"p50": pct(engine_ms, 50), "p99": pct(engine_ms, 99)},
-        "service_total_ms": {"p50": pct(service_ms, 50), "p99": pct(service_ms, 99)},
-        "added_ms_p50": round(pct(service_ms, 50) - pct(engine_ms, 50), 3),
-        "stages_ms": {k: {"p50": pct(v, 50), "p99": pct(v, 99)} for k, v in stages.items()},
-        "rerank_overhead_ms": {"p50": pct(overhead, 50), "p99": pct(overhead, 99)},
+        **{name: summary(service_ms[name], stages[name]) for name in variants},
         "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

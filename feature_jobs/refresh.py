@@ -122,7 +122,14 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
                   progress_factory=NoProgress) -> dict:
     """Run the job; returns its summary. ``fail_before_switch`` is for crash tests;
     ``say`` reports each step, ``progress_factory(total, desc)`` makes the publish bar."""
-    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    t0 = lap = time.perf_counter()
+
+    def done(step: str) -> None:
+        nonlocal lap
+        timings[step] = round(time.perf_counter() - lap, 3)
+        lap = time.perf_counter()
+
     version = version or config.end.strftime("%Y%m%d") + time.strftime("-%H%M%S", time.gmtime())
     lock = redis.lock(f"{config.prefix}:refresh-lock", timeout=config.lock_ttl_s,
                       blocking=False)
@@ -133,17 +140,21 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
             raise RefreshError(f"version {version} exists; published versions never change")
         say(f"reading events from {config.events}")
         events, counts = read_window(config, config.snapshot_dir / f"{version}.rejects.jsonl")
+        done("read")
         say(f"aggregating {counts['in_window']} events of {config.window_days} days")
         stats = item_stats(daily_counts(events.lazy())).sort("item_id").collect()
         config.snapshot_dir.mkdir(parents=True, exist_ok=True)
         snapshot = config.snapshot_dir / f"{version}.parquet"
         stats.write_parquet(snapshot)
+        done("aggregate")
         say(f"publishing {stats.height} items as version {version}")
         bar = progress_factory(stats.height, "publish")
         rows = _counted(stats.select("item_id", *STORE_FEATURES).iter_rows(), bar)
         written = await write_version(redis, config.prefix, version, rows)
         bar.close()
+        done("publish")
         await verify(redis, config.prefix, version, stats, config.verify_sample)
+        done("verify")
         if fail_before_switch:
             raise RefreshError("injected failure between write and switch")
         previous = await redis.get(current_key(config.prefix))
@@ -153,8 +164,9 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
         if previous is not None and previous.decode() != version:
             expired = await expire_version(redis, config.prefix, previous.decode(),
                                            config.grace_s)
+        done("switch_and_expire")
     finally:
         await lock.release()
     return {"version": version, "items": written, "events": counts, "snapshot": str(snapshot),
             "previous": previous.decode() if previous else None, "previous_keys_expiring":
-            expired, "seconds": round(time.perf_counter() - t0, 2)}
+            expired, "seconds": round(time.perf_counter() - t0, 2), "step_seconds": timings}
