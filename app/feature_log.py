@@ -6,16 +6,19 @@ blocks: when the queue is full the record is dropped and counted in
 serialises records with orjson and appends them as JSON lines to
 ``{dir}/served-{UTC start time}-{pid}-{n}.jsonl``, starting file n + 1 once file n
 passes ``max_bytes``; each worker process writes its own files (names sort in writing
-order), and closed files are never touched again, so a shipper may move them away. One record::
+order), and closed files are never touched again, so a shipper may move them away.
+One record, items as columns in ranked order (the request path only slices arrays; the
+writer thread serialises them)::
 
     {"request_id", "ts" (ISO, UTC), "query", "user_id", "experiment", "arm",
      "model": {"name", "version"}, "feature_version", "offset", "degraded",
      "query_ids": [...],
-     "items": [{"id", "position" (1-based in the ranked list), "recall_rank",
-                "dense": [12 float32, spec order], "title_ids": [...]}, ...]}
+     "items": {"id": [...], "position": [...] (1-based in the ranked list),
+               "recall_rank": [...], "dense": [[12 float32, spec order], ...],
+               "title_ids": [[...], ...] (0-padded)}}
 
 ``dense`` holds the exact values the model scored (float32, spec-transformed), so a
-dataset built from this log has no online/offline skew (``training.dataset.served_lists``).
+dataset built from this log has no online/offline skew (``training.dataset.load_served_logs``).
 """
 
 from __future__ import annotations

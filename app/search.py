@@ -161,10 +161,10 @@ class Searcher:
                 if answer["model"] else None,
                 "feature_version": self.store.version, "offset": req.offset,
                 "degraded": answer["degraded"], "query_ids": query_ids,
-                "items": [{"id": cands.ids[i], "position": req.offset + k + 1,
-                           "recall_rank": i, "dense": dense[i],
-                           "title_ids": cands.title_ids[i][cands.title_ids[i] > 0]}
-                          for k, i in enumerate(order.tolist())],
+                "items": {"id": [cands.ids[i] for i in order.tolist()],
+                          "position": list(range(req.offset + 1, req.offset + 1 + len(order))),
+                          "recall_rank": order, "dense": dense[order],
+                          "title_ids": cands.title_ids[order]},
             })
         watch.lap("blend")
         for reason in answer["degraded"]:

@@ -75,8 +75,8 @@ def start_service(extra_env: dict[str, str]) -> tuple[str, subprocess.Popen]:
     return url, proc
 
 
-def summary(service_ms: list[float], stages: dict[str, list[float]]) -> dict:
-    overhead = np.sum([stages[s] for s in OVERHEAD], axis=0)
+def summary(service_ms: list[float], stages: dict[str, list[float]],
+            overhead: list[float]) -> dict:
     return {
         "total_ms": {"p50": pct(service_ms, 50), "p99": pct(service_ms, 99)},
         "stages_ms": {k: {"p50": pct(v, 50), "p99": pct(v, 99)} for k, v in stages.items()},
@@ -110,6 +110,7 @@ def main() -> None:
         engine_ms: list[float] = []
         service_ms: dict[str, list[float]] = {name: [] for name in variants}
         stages: dict[str, dict[str, list[float]]] = {name: {} for name in variants}
+        overhead: dict[str, list[float]] = {name: [] for name in variants}
         clients = {name: httpx.Client(base_url=url) for name, (url, _) in running.items()}
         with httpx.Client(base_url=engine_url) as eng:
             for i, q in enumerate(qs * (args.rounds + 1)):
@@ -128,9 +129,11 @@ def main() -> None:
                     if i < len(qs):
                         continue
                     service_ms[name].append((t2 - t1) * 1000)
-                    for part in s.headers["Server-Timing"].split(", "):
-                        stage, dur = part.split(";dur=")
+                    timings = dict(part.split(";dur=")
+                                   for part in s.headers["Server-Timing"].split(", "))
+                    for stage, dur in timings.items():
                         stages[name].setdefault(stage, []).append(float(dur))
+                    overhead[name].append(sum(float(timings.get(k, 0)) for k in OVERHEAD))
         for client in clients.values():
             client.close()
     finally:
@@ -143,7 +146,7 @@ def main() -> None:
         "requests": len(engine_ms),
         "candidates_k": RecallParams().candidates,
         "engine_direct_ms": {"p50": pct(engine_ms, 50), "p99": pct(engine_ms, 99)},
-        **{name: summary(service_ms[name], stages[name]) for name in variants},
+        **{name: summary(service_ms[name], stages[name], overhead[name]) for name in variants},
         "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

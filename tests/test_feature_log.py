@@ -67,22 +67,22 @@ def test_service_logs_what_it_served_and_training_joins_later_engagement(
     r1, a1 = records["r1"], answers[0]
     assert (r1["query"], r1["user_id"], r1["feature_version"]) == ("iphone", "u1", "v1")
     assert r1["model"]["name"] == "baseline" and r1["arm"] is None
-    assert [(i["id"], i["position"]) for i in r1["items"]] == [
-        (item["id"], k + 2) for k, item in enumerate(a1["items"])]
-    for logged, item in zip(r1["items"], a1["items"], strict=True):  # the exact float32s
-        assert np.array_equal(np.array(logged["dense"], np.float32), np.array(
-            [item["features"][name] for name in DENSE_NAMES], np.float32))
+    items = r1["items"]
+    assert items["id"] == [item["id"] for item in a1["items"]]
+    assert items["position"] == list(range(2, 2 + len(a1["items"])))
+    assert np.array_equal(np.array(items["dense"], np.float32), np.array(  # exact float32s
+        [[item["features"][name] for name in DENSE_NAMES] for item in a1["items"]], np.float32))
 
     # Engagement from the event log, joined by request id: a click then a purchase of the
     # second item after the serve; a like of the first item stamped before the serve
     # (clock trouble) must not become a label.
     served_at = datetime.fromisoformat(r1["ts"])
-    first, second = r1["items"][0]["id"], r1["items"][1]["id"]
+    first, second = items["id"][:2]
     events = [
         ("r1", second, "click", served_at + timedelta(seconds=5)),
         ("r1", second, "purchase", served_at + timedelta(minutes=3)),
         ("r1", first, "like", served_at - timedelta(seconds=30)),
-        ("r2", records["r2"]["items"][0]["id"], "click", served_at + timedelta(seconds=9)),
+        ("r2", records["r2"]["items"]["id"][0], "click", served_at + timedelta(seconds=9)),
     ]
     events_path = tmp_path / "events.jsonl"
     events_path.write_bytes(b"".join(orjson.dumps(
@@ -100,12 +100,11 @@ def test_service_logs_what_it_served_and_training_joins_later_engagement(
     assert data.summary["kept_requests"] == 1
 
     lists = to_lists(data.impressions, page_size=3)
-    row, n = list(lists.request_ids).index("r1"), len(r1["items"])
+    row, n = list(lists.request_ids).index("r1"), len(items["id"])
     assert n >= 2 and lists.mask[row].sum() == n
     assert lists.labels[row, :2].tolist() == [0.0, 4.0]  # the purchase; the like ignored
     assert lists.position[row, :n].tolist() == list(range(2, 2 + n))
-    assert np.array_equal(lists.dense[row, :n],
-                          np.array([i["dense"] for i in r1["items"]], dtype=np.float32))
+    assert np.array_equal(lists.dense[row, :n], np.array(items["dense"], dtype=np.float32))
     assert lists.query_ids[row, :len(r1["query_ids"])].tolist() == r1["query_ids"]
-    for k, item in enumerate(r1["items"]):
-        assert lists.title_ids[row, k, :len(item["title_ids"])].tolist() == item["title_ids"]
+    assert lists.title_ids[row, :n].tolist() == [  # the logged ids, padded alike
+        ids + [0] * (lists.title_ids.shape[2] - len(ids)) for ids in items["title_ids"]]

@@ -244,8 +244,10 @@ def read_served(paths: list[Path], rejects_path: Path | None = None,
                     rec = orjson.loads(line)
                     head = (rec["request_id"], rec["ts"], rec["query"], rec.get("user_id"),
                             rec["query_ids"])
-                    items = [(it["id"], it["position"], it["dense"], it["title_ids"])
-                             for it in rec["items"]]
+                    cols = rec["items"]
+                    items = list(zip(cols["id"], cols["position"], cols["dense"],
+                                     ([t for t in ids if t] for ids in cols["title_ids"]),
+                                     strict=True))
                     if any(len(dense) != DENSE_DIM for _, _, dense, _ in items):
                         raise ValueError(f"dense must have {DENSE_DIM} values")
                 except orjson.JSONDecodeError:
