@@ -3,6 +3,7 @@
 Keyspace (``prefix`` defaults to ``bm:feat``)::
 
     {prefix}:current             -> version name of the served snapshot (the pointer)
+    {prefix}:versions            -> set of versions written and not yet expiring
     {prefix}:{version}:meta      -> JSON: priors, item count, created_at
     {prefix}:{version}:{item_id} -> 12 bytes: float32 LE ctr, impressions, impression_prob
 
@@ -65,6 +66,10 @@ async def mget(redis: aioredis.Redis | RedisCluster, keys: list[str]) -> list[by
 
 def current_key(prefix: str) -> str:
     return f"{prefix}:current"
+
+
+def versions_key(prefix: str) -> str:
+    return f"{prefix}:versions"
 
 
 def meta_key(prefix: str, version: str) -> str:

@@ -137,6 +137,7 @@ def cmd_features_refresh(args: argparse.Namespace) -> int:
         events=Path(args.events), snapshot_dir=Path(args.snapshot_dir),
         prefix=s.feature_prefix, window_days=args.window_days,
         max_reject_ratio=args.max_reject_ratio, grace_s=args.grace_s,
+        lock_ttl_s=args.lock_ttl_s,
         **({"end": datetime.fromisoformat(args.end)} if args.end else {}))
 
     async def run():
@@ -241,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--max-reject-ratio", type=float, default=0.01)
     f.add_argument("--grace-s", type=int, default=6 * 3600,
                    help="TTL given to the previous version's keys after the switch")
+    f.add_argument("--lock-ttl-s", type=int, default=3600,
+                   help="the lock's TTL: how long a killed run blocks the next one")
     f.add_argument("--version", default="", help="default: END date + UTC time")
     f.set_defaults(func=cmd_features_refresh)
 

@@ -14,6 +14,10 @@ Steps, each of which leaves the served version intact if the job dies there:
    version's item count and a random sample of values read back;
 5. move the pointer in one SET, then give the previous version's keys a TTL of
    ``grace_s`` so readers that still hold it finish cleanly.
+
+Every version is added to ``{prefix}:versions`` before its first key is written; each
+run first expires the versions there that are neither served nor its own, so the keys
+of a run that was killed mid-way do not stay in Redis for good.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from app.feature_store import (
     meta_key,
     mget,
     switch_version,
+    versions_key,
     write_version,
 )
 from app.progress import NoProgress
@@ -117,6 +122,18 @@ def _counted(rows, bar):
         bar.update()
 
 
+async def expire_orphans(redis: aioredis.Redis, prefix: str, version: str,
+                         ttl_s: int) -> list[str]:
+    """Expire versions left by runs that died before switching; returns their names."""
+    current = await redis.get(current_key(prefix))
+    orphans = [v.decode() for v in await redis.smembers(versions_key(prefix))
+               if v not in (current, version.encode())]
+    for orphan in orphans:
+        await expire_version(redis, prefix, orphan, ttl_s)
+        await redis.srem(versions_key(prefix), orphan)
+    return orphans
+
+
 async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | None = None,
                   fail_before_switch: bool = False, say=lambda msg: None,
                   progress_factory=NoProgress) -> dict:
@@ -138,6 +155,7 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
     try:
         if await redis.exists(meta_key(config.prefix, version)):
             raise RefreshError(f"version {version} exists; published versions never change")
+        orphans = await expire_orphans(redis, config.prefix, version, config.grace_s)
         say(f"reading events from {config.events}")
         events, counts = read_window(config, config.snapshot_dir / f"{version}.rejects.jsonl")
         done("read")
@@ -148,6 +166,7 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
         stats.write_parquet(snapshot)
         done("aggregate")
         say(f"publishing {stats.height} items as version {version}")
+        await redis.sadd(versions_key(config.prefix), version)
         bar = progress_factory(stats.height, "publish")
         rows = _counted(stats.select("item_id", *STORE_FEATURES).iter_rows(), bar)
         written = await write_version(redis, config.prefix, version, rows)
@@ -164,9 +183,11 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
         if previous is not None and previous.decode() != version:
             expired = await expire_version(redis, config.prefix, previous.decode(),
                                            config.grace_s)
+            await redis.srem(versions_key(config.prefix), previous)
         done("switch_and_expire")
     finally:
         await lock.release()
     return {"version": version, "items": written, "events": counts, "snapshot": str(snapshot),
-            "previous": previous.decode() if previous else None, "previous_keys_expiring":
-            expired, "seconds": round(time.perf_counter() - t0, 2), "step_seconds": timings}
+            "previous": previous.decode() if previous else None,
+            "previous_keys_expiring": expired, "orphan_versions_expiring": orphans,
+            "seconds": round(time.perf_counter() - t0, 2), "step_seconds": timings}

@@ -3,15 +3,21 @@ rejects and the lock; the service's store reads the new values without a restart
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import polars as pl
 import pytest
 import redis.asyncio as aioredis
 
 import devstack
-from app.feature_store import FeatureStore, connect_redis, current_key, item_key
+from app.feature_store import FeatureStore, connect_redis, current_key, item_key, meta_key
 from feature_jobs.item_stats import PRIOR_STRENGTH
 from feature_jobs.refresh import RefreshConfig, RefreshError, refresh
 
@@ -77,6 +83,10 @@ async def test_crash_between_write_and_switch_keeps_the_old_version(redis, confi
     assert batch.values["ctr"][0] == pytest.approx((3 + PRIOR_STRENGTH * 0.02) / 50, rel=1e-6)
     assert not await redis.exists(f"{config.prefix}:refresh-lock")  # released on failure
 
+    summary = await refresh(redis, config, version="v3")  # the dead run's keys expire
+    assert summary["orphan_versions_expiring"] == ["v2"]
+    assert 0 < await redis.ttl(item_key(config.prefix, "v2", "a")) <= 600
+
 
 async def test_previous_version_expires_after_the_grace_period(redis, config):
     await refresh(redis, config, version="v1")
@@ -140,3 +150,42 @@ async def test_publish_and_read_on_a_redis_cluster(cluster_url, config):
         assert 0 < await redis.ttl(item_key(config.prefix, "v1", "item-7")) <= 600
     finally:
         await redis.aclose()
+
+
+async def test_a_run_killed_while_publishing_leaves_the_old_version_served(
+        redis, redis_url, config, tmp_path):
+    """SIGKILL the real job in the middle of its write: the pointer and the old values
+    stay; the lock blocks the next run until its TTL; a later run cleans up."""
+    await refresh(redis, config, version="v1")
+    n = 400_000
+    events = tmp_path / "big.parquet"
+    pl.DataFrame({"event": ["impression"] * n, "item_id": [f"i{k}" for k in range(n)],
+                  "ts": [END - timedelta(hours=3)] * n}).write_parquet(events)
+    cmd = [sys.executable, "-m", "bestmatch.cli", "features", "refresh", "--events",
+           str(events), "--end", END.isoformat(), "--snapshot-dir", str(tmp_path / "snap"),
+           "--grace-s", "600", "--lock-ttl-s", "3"]
+    env = {**os.environ, "BESTMATCH_REDIS_URL": redis_url,
+           "BESTMATCH_FEATURE_PREFIX": config.prefix}
+    job = subprocess.Popen([*cmd, "--version", "v2"], env=env, stderr=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL)
+    try:
+        async with asyncio.timeout(60):
+            while not await redis.exists(item_key(config.prefix, "v2", "i0")):
+                await asyncio.sleep(0.005)
+        job.send_signal(signal.SIGKILL)
+    finally:
+        job.wait(10)
+    assert not await redis.exists(meta_key(config.prefix, "v2"))  # killed mid-write
+    assert (await redis.get(current_key(config.prefix))) == b"v1"
+    batch = await FeatureStore(redis, config.prefix, pointer_ttl_s=0.0).fetch(["a", "i0"])
+    assert batch.values["ctr"][0] == pytest.approx((3 + PRIOR_STRENGTH * 0.02) / 50, rel=1e-6)
+    assert batch.missing.tolist() == [False, True]
+
+    busy = subprocess.run([*cmd, "--version", "v3"], env=env, capture_output=True, text=True)
+    assert busy.returncode == 75, busy.stderr  # the dead run's lock, until its TTL
+    await asyncio.sleep(3.2)
+    done = subprocess.run([*cmd, "--version", "v3"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    summary = orjson.loads(done.stdout)
+    assert summary["orphan_versions_expiring"] == ["v2"] and summary["previous"] == "v1"
+    assert 0 < await redis.ttl(item_key(config.prefix, "v2", "i0")) <= 600
