@@ -7,10 +7,15 @@ from pathlib import Path
 import polars as pl
 
 
-def read_events(path: Path) -> pl.DataFrame:
-    """All rows, with ``ts`` as a UTC timestamp (unreadable times become null, for rejects)."""
+def read_events(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """All rows (only ``columns`` when given), with ``ts`` as a UTC timestamp (unreadable
+    times become null, for rejects)."""
     path = Path(path)
-    df = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ndjson(path)
+    if path.suffix == ".parquet":
+        df = pl.read_parquet(path, columns=columns)
+    else:
+        df = pl.read_ndjson(path)
+        df = df.select(columns) if columns else df
     if df.schema.get("ts") == pl.String:
         df = df.with_columns(pl.col("ts").str.to_datetime(time_zone="UTC", strict=False))
     return df

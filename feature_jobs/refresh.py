@@ -2,8 +2,8 @@
 
 Steps, each of which leaves the served version intact if the job dies there:
 
-1. take the refresh lock (``{prefix}:refresh-lock``, redis-py's lock with a TTL), so two
-   runs never publish at once;
+1. take the refresh lock (``{prefix}:refresh-lock``, redis-py's lock with a TTL, renewed
+   while the job runs and checked before the switch), so two runs never publish at once;
 2. read impression and click events of the window ``[end - window_days, end)`` from
    Parquet or JSON lines; malformed rows are counted and written aside with the reason,
    and the job fails when their share passes ``max_reject_ratio``;
@@ -22,7 +22,9 @@ of a run that was killed mid-way do not stay in Redis for good.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +33,7 @@ import numpy as np
 import orjson
 import polars as pl
 import redis.asyncio as aioredis
+from redis.exceptions import LockError, RedisError
 
 from app.feature_spec import STORE_FEATURES
 from app.feature_store import (
@@ -72,7 +75,7 @@ class RefreshConfig:
 
 def read_window(config: RefreshConfig, rejects_path: Path) -> tuple[pl.DataFrame, dict]:
     """Valid impression / click rows of the window, and counts (rows, rejected by reason)."""
-    df = read_events(config.events)
+    df = read_events(config.events, ["ts", "event", "item_id"])
     reason = (pl.when(pl.col("item_id").is_null() | (pl.col("item_id") == ""))
               .then(pl.lit("missing item_id"))
               .when(pl.col("ts").is_null()).then(pl.lit("missing or unreadable ts"))
@@ -134,6 +137,42 @@ async def expire_orphans(redis: aioredis.Redis, prefix: str, version: str,
     return orphans
 
 
+@asynccontextmanager
+async def refresh_lock(redis: aioredis.Redis, prefix: str, ttl_s: float):
+    """Hold ``{prefix}:refresh-lock``, renewed every ttl/3 so a long run keeps it; a run
+    that dies keeps it at most ``ttl_s``. Raises :class:`LockHeld` when taken."""
+    lock = redis.lock(f"{prefix}:refresh-lock", timeout=ttl_s, blocking=False)
+    if not await lock.acquire():
+        raise LockHeld("another refresh holds the lock; not publishing")
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(ttl_s / 3)
+            await lock.reacquire()
+
+    renewal = asyncio.create_task(renew())
+    try:
+        yield lock
+    finally:
+        renewal.cancel()
+        with suppress(asyncio.CancelledError, RedisError):
+            await renewal
+        with suppress(LockError):
+            await lock.release()
+
+
+def aggregate(config: RefreshConfig, version: str, done) -> tuple[pl.DataFrame, dict, Path]:
+    """Read the window, aggregate per item, write the snapshot; (stats, counts, snapshot)."""
+    events, counts = read_window(config, config.snapshot_dir / f"{version}.rejects.jsonl")
+    done("read")
+    stats = item_stats(daily_counts(events.lazy())).sort("item_id").collect()
+    config.snapshot_dir.mkdir(parents=True, exist_ok=True)
+    snapshot = config.snapshot_dir / f"{version}.parquet"
+    stats.write_parquet(snapshot)
+    done("aggregate")
+    return stats, counts, snapshot
+
+
 async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | None = None,
                   fail_before_switch: bool = False, say=lambda msg: None,
                   progress_factory=NoProgress) -> dict:
@@ -148,24 +187,16 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
         lap = time.perf_counter()
 
     version = version or config.end.strftime("%Y%m%d") + time.strftime("-%H%M%S", time.gmtime())
-    lock = redis.lock(f"{config.prefix}:refresh-lock", timeout=config.lock_ttl_s,
-                      blocking=False)
-    if not await lock.acquire():
-        raise LockHeld("another refresh holds the lock; not publishing")
-    try:
+    async with refresh_lock(redis, config.prefix, config.lock_ttl_s) as lock:
         if await redis.exists(meta_key(config.prefix, version)):
             raise RefreshError(f"version {version} exists; published versions never change")
         orphans = await expire_orphans(redis, config.prefix, version, config.grace_s)
-        say(f"reading events from {config.events}")
-        events, counts = read_window(config, config.snapshot_dir / f"{version}.rejects.jsonl")
-        done("read")
-        say(f"aggregating {counts['in_window']} events of {config.window_days} days")
-        stats = item_stats(daily_counts(events.lazy())).sort("item_id").collect()
-        config.snapshot_dir.mkdir(parents=True, exist_ok=True)
-        snapshot = config.snapshot_dir / f"{version}.parquet"
-        stats.write_parquet(snapshot)
-        done("aggregate")
-        say(f"publishing {stats.height} items as version {version}")
+        say(f"reading and aggregating the events of {config.window_days} days from "
+            f"{config.events}")
+        # in a thread, so the event loop keeps renewing the lock
+        stats, counts, snapshot = await asyncio.to_thread(aggregate, config, version, done)
+        say(f"publishing {stats.height} items ({counts['in_window']} events) as version "
+            f"{version}")
         await redis.sadd(versions_key(config.prefix), version)
         bar = progress_factory(stats.height, "publish")
         rows = _counted(stats.select("item_id", *STORE_FEATURES).iter_rows(), bar)
@@ -176,6 +207,8 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
         done("verify")
         if fail_before_switch:
             raise RefreshError("injected failure between write and switch")
+        if not await lock.owned():
+            raise RefreshError("lost the refresh lock (Redis trouble?); not switching")
         previous = await redis.get(current_key(config.prefix))
         await switch_version(redis, config.prefix, version)
         say(f"switched the pointer to {version}")
@@ -185,8 +218,6 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
                                            config.grace_s)
             await redis.srem(versions_key(config.prefix), previous)
         done("switch_and_expire")
-    finally:
-        await lock.release()
     return {"version": version, "items": written, "events": counts, "snapshot": str(snapshot),
             "previous": previous.decode() if previous else None,
             "previous_keys_expiring": expired, "orphan_versions_expiring": orphans,

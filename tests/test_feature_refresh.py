@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 import devstack
 from app.feature_store import FeatureStore, connect_redis, current_key, item_key, meta_key
 from feature_jobs.item_stats import PRIOR_STRENGTH
-from feature_jobs.refresh import RefreshConfig, RefreshError, refresh
+from feature_jobs.refresh import RefreshConfig, RefreshError, refresh, refresh_lock
 
 pytestmark = pytest.mark.integration
 END = datetime(2026, 11, 10, tzinfo=UTC)
@@ -109,6 +109,13 @@ async def test_malformed_rows_are_set_aside_and_too_many_fail(redis, config, tmp
     with pytest.raises(RefreshError, match="malformed"):
         await refresh(redis, config, version="v2")
     assert (await redis.get(current_key(config.prefix))) == b"v1"
+
+
+async def test_the_lock_is_renewed_while_a_run_outlasts_its_ttl(redis, config):
+    async with refresh_lock(redis, config.prefix, ttl_s=0.3) as lock:
+        await asyncio.sleep(1.0)
+        assert await lock.owned()
+    assert not await redis.exists(f"{config.prefix}:refresh-lock")
 
 
 async def test_a_second_run_is_refused_while_one_holds_the_lock(redis, config):
