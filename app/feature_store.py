@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
 
@@ -183,9 +183,10 @@ async def write_version(
     rows: Iterable[tuple[str, float, float, float]],
     priors: dict[str, float] | None = None,
     chunk: int = 10_000,
+    on_chunk: Callable[[int], None] = lambda n: None,
 ) -> int:
     """Write one snapshot (item_id, ctr, impressions, impression_prob) under ``version``,
-    ``chunk`` items per MSET (split per slot on a cluster).
+    ``chunk`` items per MSET (split per slot on a cluster); ``on_chunk(n)`` after each.
 
     Does not move the pointer: call :func:`switch_version` once the write is verified.
     """
@@ -201,6 +202,7 @@ async def write_version(
         else:
             await redis.mset(mapping)
         count += len(batch)
+        on_chunk(len(batch))
     meta = {"priors": {**DEFAULT_PRIORS, **(priors or {})}, "items": count,
             "created_at": time.time()}
     await redis.set(meta_key(prefix, version), orjson.dumps(meta))

@@ -119,12 +119,6 @@ async def expire_version(redis: aioredis.Redis, prefix: str, version: str, ttl_s
     return n
 
 
-def _counted(rows, bar):
-    for row in rows:
-        yield row
-        bar.update()
-
-
 async def expire_orphans(redis: aioredis.Redis, prefix: str, version: str,
                          ttl_s: int) -> list[str]:
     """Expire versions left by runs that died before switching; returns their names."""
@@ -199,8 +193,9 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
             f"{version}")
         await redis.sadd(versions_key(config.prefix), version)
         bar = progress_factory(stats.height, "publish")
-        rows = _counted(stats.select("item_id", *STORE_FEATURES).iter_rows(), bar)
-        written = await write_version(redis, config.prefix, version, rows)
+        written = await write_version(
+            redis, config.prefix, version, stats.select("item_id", *STORE_FEATURES).iter_rows(),
+            on_chunk=bar.update)
         bar.close()
         done("publish")
         await verify(redis, config.prefix, version, stats, config.verify_sample)
