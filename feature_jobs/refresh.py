@@ -159,7 +159,7 @@ def aggregate(config: RefreshConfig, version: str, done) -> tuple[pl.DataFrame, 
     """Read the window, aggregate per item, write the snapshot; (stats, counts, snapshot)."""
     events, counts = read_window(config, config.snapshot_dir / f"{version}.rejects.jsonl")
     done("read")
-    stats = item_stats(daily_counts(events.lazy())).sort("item_id").collect()
+    stats = item_stats(daily_counts(events.lazy())).sort("item_id").collect(engine="streaming")
     config.snapshot_dir.mkdir(parents=True, exist_ok=True)
     snapshot = config.snapshot_dir / f"{version}.parquet"
     stats.write_parquet(snapshot)
