@@ -66,9 +66,15 @@ class FeatureLog:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Write what is queued, then stop the thread and close the file."""
-        if self._thread.is_alive():
+        if not self._thread.is_alive():
+            return
+        try:
             self._queue.put(_STOP, timeout=timeout_s)
-            self._thread.join(timeout_s)
+        except queue.Full:
+            log.error("served-feature log: writer stuck; %d queued records lost",
+                      self._queue.qsize())
+            return
+        self._thread.join(timeout_s)
 
     def _open(self) -> None:
         if self._file is not None:

@@ -33,7 +33,7 @@ import numpy as np
 import orjson
 import polars as pl
 import redis.asyncio as aioredis
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from app.feature_spec import STORE_FEATURES
 from app.feature_store import (
@@ -151,7 +151,7 @@ async def refresh_lock(redis: aioredis.Redis, prefix: str, ttl_s: float):
         renewal.cancel()
         with suppress(asyncio.CancelledError, RedisError):
             await renewal
-        with suppress(LockError):
+        with suppress(RedisError):  # a lost lock or Redis trouble must not hide the cause
             await lock.release()
 
 
