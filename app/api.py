@@ -1,8 +1,9 @@
-"""HTTP API: search, health, readiness, metrics and model admin.
+"""HTTP API: search, health, readiness, metrics, model and experiment admin.
 
-The search handler validates input (422 with one message per field), runs
-:class:`app.search.Searcher` under the overall deadline and maps failures to JSON
-answers: 503 engine unavailable, 504 deadline exceeded.
+The search handler validates input (422 with one message per field), picks the
+request's experiment arm (:mod:`app.experiments`; an ``X-Experiment-Arm`` override only
+with the admin token), runs :class:`app.search.Searcher` under the overall deadline and
+maps failures to JSON answers: 503 engine unavailable, 504 deadline exceeded.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import asyncio
 import logging
 import time
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from typing import Annotated
 
 import orjson
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from app import metrics
 from app.engines import EngineRequestError, EngineUnavailable, connect
+from app.experiments import DEFAULT_ARM, NO_EXPERIMENT, ExperimentConfigError, ExperimentRegistry
 from app.feature_log import FeatureLog
 from app.feature_store import FeatureStore, connect_redis
 from app.recall import RecallParams
@@ -62,6 +65,21 @@ class ReloadRequest(BaseModel):
     version: str = "latest"
 
 
+@dataclass
+class SearchHeaders:
+    request_id: str | None
+    admin_token: str | None
+    experiment_arm: str | None  # "experiment/arm" override, for QA
+
+
+def search_headers(
+    x_request_id: Annotated[str | None, Header()] = None,
+    x_admin_token: Annotated[str | None, Header()] = None,
+    x_experiment_arm: Annotated[str | None, Header()] = None,
+) -> SearchHeaders:
+    return SearchHeaders(x_request_id, x_admin_token, x_experiment_arm)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -83,6 +101,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models = ModelRegistry(settings.models_dir, settings.onnx_device, settings.onnx_threads)
         _load_model(models, settings.model_name, settings.model_version)
         app.state.models = models
+        experiments = ExperimentRegistry(settings.experiments_file, models,
+                                         settings.image_weight)
+        with suppress(OSError, ExperimentConfigError):  # logged; /readyz shows it
+            experiments.reload()
+        app.state.experiments = experiments
+        watcher = asyncio.create_task(experiments.watch(settings.experiments_poll_s))
         app.state.searcher = Searcher(
             engine, settings.index_alias, store, models,
             RecallParams(
@@ -92,10 +116,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 recency_decay=settings.recency_decay,
                 max_violation_score=settings.max_violation_score,
             ),
-            settings.image_weight,
             feature_log,
         )
         yield
+        watcher.cancel()
         await engine.close()
         await redis.aclose()
         if feature_log is not None:
@@ -112,7 +136,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         return invalid(field_errors(exc.errors()))
 
-    async def run_search(req: SearchRequest, request_id: str | None) -> Response:
+    def admin_denied(token: str | None) -> Response | None:
+        if not settings.admin_token:
+            return error(403, "admin_disabled", "set BESTMATCH_ADMIN_TOKEN to enable admin")
+        if token != settings.admin_token:
+            return error(401, "unauthorized", "missing or wrong X-Admin-Token")
+        return None
+
+    def choose_arm(req: SearchRequest, headers: SearchHeaders):
+        """The request's arm, or an error answer for a refused override."""
+        experiments = app.state.experiments.current
+        if headers.experiment_arm is None:
+            return experiments.assign(req.user_id or req.session_id)
+        denied = admin_denied(headers.admin_token)
+        if denied is not None:
+            return error(403, "override_forbidden",
+                         "X-Experiment-Arm needs a valid X-Admin-Token")
+        name, _, arm_name = headers.experiment_arm.partition("/")
+        if (name, arm_name) == (NO_EXPERIMENT, DEFAULT_ARM):
+            return experiments.default
+        arm = experiments.arms.get((name, arm_name))
+        if arm is None:
+            return invalid([{"field": "X-Experiment-Arm", "message":
+                             f"unknown arm '{headers.experiment_arm}'; expected "
+                             f"'experiment/arm' of the served config or "
+                             f"'{NO_EXPERIMENT}/{DEFAULT_ARM}'"}])
+        return arm
+
+    async def run_search(req: SearchRequest, headers: SearchHeaders) -> Response:
         fields = []
         if req.size > settings.max_page_size:
             fields.append({"field": "size",
@@ -123,12 +174,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                       "(the re-ranked candidates)"})
         if fields:
             return invalid(fields)
-        request_id = request_id or uuid.uuid4().hex
+        arm = choose_arm(req, headers)
+        if isinstance(arm, Response):
+            return arm
+        request_id = headers.request_id or uuid.uuid4().hex
         started = time.perf_counter()
         status = "ok"
         try:
             async with asyncio.timeout(settings.request_deadline_s):
-                answer = await app.state.searcher.search(req, request_id)
+                answer = await app.state.searcher.search(req, request_id, arm)
         except EngineUnavailable as exc:
             status = "engine_unavailable"
             log.warning("engine unavailable: %s", exc)
@@ -149,7 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return error(500, status, "the search engine rejected the query",
                          request_id=request_id)
         finally:
-            metrics.REQUESTS.labels(req.flow, status).inc()
+            metrics.REQUESTS.labels(req.flow, status, arm.experiment, arm.name).inc()
             if status != "ok":
                 metrics.ERRORS.labels(status).inc()
         answer["request_id"] = request_id
@@ -157,24 +211,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = orjson.dumps(answer)
         serialize_s = time.perf_counter() - t
         metrics.STAGE["serialize"].observe(serialize_s)
-        metrics.REQUEST_SECONDS.labels(req.flow).observe(time.perf_counter() - started)
+        metrics.REQUEST_SECONDS.labels(req.flow, arm.experiment, arm.name).observe(
+            time.perf_counter() - started)
         stages = {**answer["timings_ms"], "serialize": round(serialize_s * 1000, 3)}
         return Response(body, media_type="application/json", headers={
             "X-Request-ID": request_id,
+            "X-Experiment-Arm": f"{arm.experiment}/{arm.name}",
             "Server-Timing": ", ".join(f"{k};dur={v}" for k, v in stages.items()),
         })
 
     @app.post("/v1/search", summary="Search and re-rank")
     async def search_post(
-        req: SearchRequest, x_request_id: Annotated[str | None, Header()] = None
+        req: SearchRequest, headers: Annotated[SearchHeaders, Depends(search_headers)]
     ) -> Response:
-        return await run_search(req, x_request_id)
+        return await run_search(req, headers)
 
     @app.get("/v1/search", summary="Search (query-string form, for humans)")
     async def search_get(
         query: str,
         flow: Flow = "best_match",
         user_id: str | None = None,
+        session_id: str | None = None,
         category: str | None = None,
         brands: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies it)
         conditions: Annotated[list[str], Query()] = [],  # noqa: B006
@@ -184,24 +241,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         size: int = 20,
         offset: int = 0,
         debug: bool = False,
-        x_request_id: Annotated[str | None, Header()] = None,
+        headers: Annotated[SearchHeaders, Depends(search_headers)] = None,
     ) -> Response:
         filters = {"category": category, "brands": brands, "conditions": conditions,
                    "price_min": price_min, "price_max": price_max, "on_sale_only": on_sale_only}
         try:
             req = SearchRequest.model_validate({
-                "query": query, "flow": flow, "user_id": user_id, "filters": filters,
+                "query": query, "flow": flow, "user_id": user_id, "session_id": session_id,
+                "filters": filters,
                 "size": size, "offset": offset, "debug": debug,
             })
         except ValidationError as exc:
             return invalid(field_errors(exc.errors()))
-        return await run_search(req, x_request_id)
+        return await run_search(req, headers)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", summary="Readiness: engine, Redis, model")
+    @app.get("/readyz", summary="Readiness: engine, Redis, model, experiments")
     async def readyz() -> Response:
         searcher: Searcher = app.state.searcher
         try:
@@ -212,14 +270,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine = {"ok": False, "index": searcher.index, "error": str(exc)}
         redis_ok = await searcher.store.ping()
         model = app.state.models.current
+        experiments: ExperimentRegistry = app.state.experiments
         checks = {
             "engine": engine,
             "redis": {"ok": redis_ok, "feature_version": searcher.store.version},
             "model": {"ok": model is not None, **(model.describe() if model else {}),
                       "last_error": app.state.models.last_error},
+            "experiments": {"ok": experiments.last_error is None,
+                            "file": str(experiments.path) if experiments.path else None,
+                            "running": [e.name for e in experiments.current.specs],
+                            "last_error": experiments.last_error},
         }
         ready = engine["ok"] and model is not None
-        status = "ready" if ready and redis_ok else "degraded" if ready else "not_ready"
+        healthy = redis_ok and experiments.last_error is None
+        status = "ready" if ready and healthy else "degraded" if ready else "not_ready"
         return json_response({"status": status, "checks": checks}, 200 if ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics")
@@ -231,10 +295,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body: ReloadRequest | None = None,
         x_admin_token: Annotated[str | None, Header()] = None,
     ) -> Response:
-        if not settings.admin_token:
-            return error(403, "admin_disabled", "set BESTMATCH_ADMIN_TOKEN to enable admin")
-        if x_admin_token != settings.admin_token:
-            return error(401, "unauthorized", "missing or wrong X-Admin-Token")
+        denied = admin_denied(x_admin_token)
+        if denied is not None:
+            return denied
         body = body or ReloadRequest()
         models: ModelRegistry = app.state.models
         name = body.name or (models.current.name if models.current else settings.model_name)
@@ -244,6 +307,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return error(409, "model_refused", str(exc),
                          serving=models.current.describe() if models.current else None)
         return json_response({"status": "loaded", "model": model.describe()})
+
+    @app.post("/admin/experiments/reload", summary="Reload the experiments file (admin token)")
+    async def reload_experiments(
+        x_admin_token: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        denied = admin_denied(x_admin_token)
+        if denied is not None:
+            return denied
+        registry: ExperimentRegistry = app.state.experiments
+        if registry.path is None:
+            return error(409, "experiments_disabled", "set BESTMATCH_EXPERIMENTS_FILE")
+        try:
+            experiments = await asyncio.to_thread(registry.reload)
+        except (OSError, ExperimentConfigError) as exc:
+            return error(409, "experiments_refused", str(exc),
+                         fields=getattr(exc, "fields", []),
+                         serving=registry.current.describe())
+        return json_response({"status": "loaded", "experiments": experiments.describe()})
 
     return app
 

@@ -16,10 +16,12 @@ STAGE_SECONDS = Histogram(
 )
 STAGE = {s: STAGE_SECONDS.labels(s) for s in STAGES}
 REQUEST_SECONDS = Histogram(
-    "bestmatch_request_seconds", "End-to-end latency of search requests", ["flow"],
+    "bestmatch_request_seconds", "End-to-end latency of search requests",
+    ["flow", "experiment", "arm"],
     buckets=_LATENCY_BUCKETS,
 )
-REQUESTS = Counter("bestmatch_requests_total", "Search requests by answer", ["flow", "status"])
+REQUESTS = Counter("bestmatch_requests_total", "Search requests by answer and arm",
+                   ["flow", "status", "experiment", "arm"])
 CANDIDATES = Histogram(
     "bestmatch_candidates", "Candidates recalled per request",
     buckets=(0, 1, 10, 50, 100, 200, 300, 400, 600, 1000, 2000),
@@ -34,6 +36,8 @@ FEATURE_LOG_QUEUE = Gauge("bestmatch_feature_log_queue", "Records waiting to be 
 MODEL_INFO = Gauge(
     "bestmatch_model_info", "The served model (value 1)", ["name", "version", "provider"]
 )
+EXPERIMENT_RELOADS = Counter(
+    "bestmatch_experiment_reloads_total", "Experiment config loads by outcome", ["outcome"])
 MODEL_RELOADS = Counter("bestmatch_model_reloads_total", "Model loads by outcome", ["outcome"])
 
 

@@ -36,7 +36,10 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=200, description="free text, any language")
-    user_id: str | None = Field(None, max_length=128)
+    user_id: str | None = Field(None, min_length=1, max_length=128,
+                                description="logged-in user: the experiment bucketing unit")
+    session_id: str | None = Field(None, min_length=1, max_length=128,
+                                   description="anonymous session: the unit without user_id")
     flow: Flow = "best_match"
     filters: Filters = Field(default_factory=Filters)
     size: int = Field(20, ge=1, description="page size, at most BESTMATCH_MAX_PAGE_SIZE")

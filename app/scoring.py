@@ -1,8 +1,9 @@
 """ONNX models: loading, validation against the feature spec, and scoring.
 
 A model lives in ``models/<name>/<version>/`` as ``model.onnx`` + ``manifest.json``.
-:class:`ModelRegistry` holds the served model; :meth:`ModelRegistry.load` swaps in a
-new one only after it passed every check, so a broken or mismatched model is refused
+:class:`ModelRegistry` holds the default served model (experiment arms open their own,
+:meth:`ModelRegistry.open`); :meth:`ModelRegistry.load` swaps in a new one only after
+it passed every check, so a broken or mismatched model is refused
 with a clear error and the previous one keeps serving.
 """
 
@@ -161,11 +162,14 @@ class ModelRegistry:
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
 
+    def open(self, name: str, version: str = "latest") -> LoadedModel:
+        """Load and check a model (its own ONNX session) without serving it as default."""
+        return load_model(resolve_version(self.models_dir, name, version), self.device,
+                          self.threads)
+
     def load(self, name: str, version: str = "latest") -> LoadedModel:
         try:
-            model = load_model(
-                resolve_version(self.models_dir, name, version), self.device, self.threads
-            )
+            model = self.open(name, version)
         except ModelError as exc:
             self.last_error = str(exc)
             log.error("model refused, keeping %s: %s",

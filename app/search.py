@@ -18,6 +18,7 @@ import numpy as np
 
 from app import metrics
 from app.engines import Engine
+from app.experiments import Arm
 from app.feature_log import FeatureLog
 from app.feature_spec import DENSE_NAMES, dense_matrix
 from app.feature_store import FeatureStore
@@ -87,21 +88,21 @@ class Stopwatch:
 class Searcher:
     def __init__(
         self, engine: Engine, index: str, store: FeatureStore, models: ModelRegistry,
-        recall: RecallParams, image_weight: float, feature_log: FeatureLog | None = None,
+        recall: RecallParams, feature_log: FeatureLog | None = None,
     ):
         self.engine = engine
         self.index = index
         self.store = store
         self.models = models
         self.recall = recall
-        self.image_weight = image_weight
         self.feature_log = feature_log
 
-    async def search(self, req: SearchRequest, request_id: str) -> dict:
+    async def search(self, req: SearchRequest, request_id: str, arm: Arm) -> dict:
         watch = Stopwatch()
         tokens, query_ids = tokenize_query(req.query)
         watch.lap("tokenize")
         answer: dict = {"query": req.query, "flow": req.flow, "tokens": list(tokens),
+                        "experiment": {"name": arm.experiment, "arm": arm.name},
                         "model": None, "degraded": []}
         extra = DEBUG_SOURCE if req.debug else ()
         now_ms = int(time.time() * 1000)
@@ -137,10 +138,10 @@ class Searcher:
         })
         watch.lap("features")
 
-        model_scores = self._score(dense, query_ids, cands, answer)
+        model_scores = self._score(dense, query_ids, cands, answer, arm)
         watch.lap("score")
 
-        final = blend_scores(model_scores, cands.image_score, self.image_weight)
+        final = blend_scores(model_scores, cands.image_score, arm.image_weight)
         order = np.argsort(-final, kind="stable")[req.offset: req.offset + req.size]
         items = []
         for i in order.tolist():
@@ -156,7 +157,8 @@ class Searcher:
             self.feature_log.put({
                 "request_id": request_id,
                 "ts": datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(),
-                "query": req.query, "user_id": req.user_id, "experiment": None, "arm": None,
+                "query": req.query, "user_id": req.user_id, "session_id": req.session_id,
+                "experiment": arm.experiment, "arm": arm.name,
                 "model": {k: answer["model"][k] for k in ("name", "version")}
                 if answer["model"] else None,
                 "feature_version": self.store.version, "offset": req.offset,
@@ -173,9 +175,12 @@ class Searcher:
         return answer
 
     def _score(self, dense: np.ndarray, query_ids: tuple[int, ...], cands: Candidates,
-               answer: dict) -> np.ndarray:
-        """Model scores; the engine's recall score (recall order) when no model can run."""
-        model = self.models.current
+               answer: dict, arm: Arm) -> np.ndarray:
+        """Model scores; the engine's recall score (recall order) for a recall-only arm or
+        when no model can run."""
+        if arm.recall_only:
+            return cands.recall_score
+        model = arm.model or self.models.current
         if model is None:
             answer["degraded"].append("no_model")
             return cands.recall_score

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # --- blend ---
     image_weight: float = 0.1
 
+    # --- experiments ---
+    experiments_file: Path | None = Field(
+        None, description="YAML file of A/B experiments (app/experiments.py); none: default arm")
+    experiments_poll_s: float = Field(
+        2.0, gt=0, description="how often the experiments file is checked for changes")
+
     # --- served-feature log (off unless a directory is set) ---
     feature_log_dir: Path | None = Field(
         None, description="write served features of every best-match answer here (JSON lines)")

@@ -66,7 +66,8 @@ def test_service_logs_what_it_served_and_training_joins_later_engagement(
     assert set(records) == {"r1", "r2"}
     r1, a1 = records["r1"], answers[0]
     assert (r1["query"], r1["user_id"], r1["feature_version"]) == ("iphone", "u1", "v1")
-    assert r1["model"]["name"] == "baseline" and r1["arm"] is None
+    assert r1["model"]["name"] == "baseline"
+    assert (r1["experiment"], r1["arm"]) == ("none", "default")
     items = r1["items"]
     assert items["id"] == [item["id"] for item in a1["items"]]
     assert items["position"] == list(range(2, 2 + len(a1["items"])))
