@@ -40,7 +40,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from app import metrics
 from app.scoring import LoadedModel, ModelError, ModelRegistry
@@ -63,6 +70,20 @@ class ArmSpec(BaseModel):
     weight: float = Field(1.0, gt=0)
     ranker: Literal["default", "recall"] | ModelRef = "default"
     image_weight: float | None = None
+
+    @field_validator("ranker", mode="before")
+    @classmethod
+    def _one_ranker(cls, value):
+        """One clear message instead of one per union member."""
+        if value in ("default", "recall"):
+            return value
+        if isinstance(value, dict):
+            try:
+                return ModelRef.model_validate(value)
+            except ValidationError as exc:
+                raise ValueError(f"model ranker: {exc.errors()[0]['msg']} "
+                                 f"({'.'.join(map(str, exc.errors()[0]['loc']))})") from None
+        raise ValueError("must be 'default', 'recall' or {model: NAME, version: V}")
 
 
 class ExperimentSpec(BaseModel):
