@@ -194,23 +194,21 @@ class ExperimentRegistry:
         return Arm(NO_EXPERIMENT, DEFAULT_ARM, self.image_weight)
 
     def _build(self, config: ExperimentsFile) -> Experiments:
-        """Open the models the arms name (re-using sessions of the served config)."""
-        opened = {(a.model.name, a.model.version): a.model
-                  for a in self.current.arms.values() if a.model is not None}
+        """Open the models the arms name; those the served config has are reused."""
+        opened = {a.model.path: a.model for a in self.current.arms.values() if a.model}
         arms = {}
-        for spec in config.experiments:
+        for e, spec in enumerate(config.experiments):
             for k, arm in enumerate(spec.arms):
                 weight = self.image_weight if arm.image_weight is None else arm.image_weight
                 model = None
                 if isinstance(arm.ranker, ModelRef):
                     try:
-                        model = self.models.open(arm.ranker.model, arm.ranker.version)
+                        model = self.models.open(arm.ranker.model, arm.ranker.version, opened)
                     except ModelError as exc:
-                        raise ExperimentConfigError(
-                            "a model of the config cannot be served", [{
-                                "field": f"experiments.{spec.name}.arms.{k}.ranker",
-                                "message": str(exc)}]) from None
-                    model = opened.setdefault((model.name, model.version), model)
+                        raise ExperimentConfigError("a model of the config cannot be served", [
+                            {"field": f"experiments.{e}.arms.{k}.ranker",
+                             "message": str(exc)}]) from None
+                    opened[model.path] = model
                 arms[spec.name, arm.name] = Arm(spec.name, arm.name, weight, model,
                                                 recall_only=arm.ranker == "recall")
         return Experiments(tuple(config.experiments), arms, self._default())

@@ -162,10 +162,14 @@ class ModelRegistry:
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
 
-    def open(self, name: str, version: str = "latest") -> LoadedModel:
-        """Load and check a model (its own ONNX session) without serving it as default."""
-        return load_model(resolve_version(self.models_dir, name, version), self.device,
-                          self.threads)
+    def open(self, name: str, version: str = "latest",
+             cache: dict[Path, LoadedModel] | None = None) -> LoadedModel:
+        """Load and check a model (its own ONNX session) without serving it as default;
+        one already in ``cache`` (by directory) is returned as it is."""
+        path = resolve_version(self.models_dir, name, version)
+        if cache is not None and path in cache:
+            return cache[path]
+        return load_model(path, self.device, self.threads)
 
     def load(self, name: str, version: str = "latest") -> LoadedModel:
         try:

@@ -183,13 +183,16 @@ def test_reload_takes_good_files_and_refuses_bad_ones(client_for, models_with_re
         path.write_text(TWO_ARMS.replace('{model: reverse, version: "1"}',
                                          '{model: reverse, version: "9"}'))
         refused = client.post("/admin/experiments/reload", headers=admin)
-        assert refused.status_code == 409 and "ranker" in refused.json()["fields"][0]["field"]
+        assert refused.status_code == 409
+        assert refused.json()["fields"][0]["field"] == "experiments.0.arms.1.ranker"
 
         assert client.post("/admin/experiments/reload").status_code == 401
 
+        reverse = client.app.state.experiments.current.arms["rank", "reverse"].model
         path.write_text(TWO_ARMS.replace("name: rank", "name: rank2"))
         loaded = client.post("/admin/experiments/reload", headers=admin)
         assert loaded.status_code == 200
+        assert client.app.state.experiments.current.arms["rank2", "reverse"].model is reverse
         assert ask(client, "rank2/recall").json()["experiment"]["name"] == "rank2"
         assert client.get("/readyz").json()["checks"]["experiments"]["ok"] is True
 
