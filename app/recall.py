@@ -7,12 +7,16 @@ as query-string syntax, so it cannot inject operators.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from app.listings import SOURCE_FIELDS
 from app.schemas import Filters
 
 TEXT_FIELDS: tuple[str, ...] = ("title_tokens^3", "brand_tokens^2", "description_tokens")
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,23 @@ class RecallParams:
     recency_offset: str = "1d"
     recency_decay: float = 0.5
     max_violation_score: float = 0.5
+
+
+def duration_ms(text: str) -> float:
+    """An engine duration such as ``14d`` or ``12h`` in milliseconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text.strip())
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 14d, 12h, 30m)")
+    return float(m.group(1)) * _UNITS_MS[m.group(2)]
+
+
+def gauss_decay(distance_ms: np.ndarray, scale: str, offset: str, decay: float) -> np.ndarray:
+    """The engine's ``gauss`` decay of |created_at - origin| (for engines that cannot run
+    the function themselves, and the simulator)."""
+    scale_ms, offset_ms = duration_ms(scale), duration_ms(offset)
+    sigma2 = -(scale_ms**2) / (2.0 * np.log(decay))
+    d = np.maximum(np.abs(distance_ms) - offset_ms, 0.0)
+    return np.exp(-(d**2) / (2.0 * sigma2))
 
 
 def filter_clauses(filters: Filters, max_violation_score: float) -> list[dict]:

@@ -13,12 +13,11 @@ import polars as pl
 import pytest
 
 from app.feature_spec import DEFAULT_PRIORS, DENSE_NAMES, spec_hash
-from app.recall import RecallParams
+from app.recall import RecallParams, gauss_decay
 from feature_jobs.item_stats import PRIOR_STRENGTH
 from training.dataset import LabelConfig, load_logs, to_lists
 from training.simulator import generate_catalog
 from training.simulator.queries import Intent, true_relevance
-from training.simulator.recall import gauss_decay
 from training.simulator.run import SimConfig
 from training.simulator.sessions import SessionConfig
 from training.train_ltr import MODEL_NAME, LtrConfig, parity, train_ltr
@@ -54,8 +53,9 @@ def test_true_relevance_prefers_the_product_asked_for():
 def test_recency_decay_matches_the_engine_definition():
     params = RecallParams(recency_scale="14d", recency_offset="1d", recency_decay=0.5)
     day = 86_400_000
-    assert gauss_decay(np.array([0.0, 1 * day]), params) == pytest.approx([1.0, 1.0])
-    assert gauss_decay(np.array([15.0 * day]), params)[0] == pytest.approx(0.5)
+    decay = (params.recency_scale, params.recency_offset, params.recency_decay)
+    assert gauss_decay(np.array([0.0, 1 * day]), *decay) == pytest.approx([1.0, 1.0])
+    assert gauss_decay(np.array([15.0 * day]), *decay)[0] == pytest.approx(0.5)
 
 
 @pytest.fixture(scope="module")

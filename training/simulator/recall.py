@@ -10,35 +10,17 @@ source to train on once it exists; this is what makes simulated logs possible.
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 
 import numpy as np
 from scipy import sparse
 
-from app.recall import TEXT_FIELDS, RecallParams
+from app.recall import TEXT_FIELDS, RecallParams, gauss_decay
 from app.tokenizer import tokenize, tokenize_query
 from training.simulator.catalog import Catalog
 
 K1, B = 1.2, 0.75
 TIE_BREAKER = 0.3
-_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def duration_ms(text: str) -> float:
-    """An engine duration such as ``14d`` or ``12h`` in milliseconds."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text.strip())
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (expected e.g. 14d, 12h, 30m)")
-    return float(m.group(1)) * _UNITS_MS[m.group(2)]
-
-
-def gauss_decay(distance_ms: np.ndarray, params: RecallParams) -> np.ndarray:
-    """The engine's ``gauss`` decay function of |created_at - now|."""
-    scale, offset = duration_ms(params.recency_scale), duration_ms(params.recency_offset)
-    sigma2 = -(scale**2) / (2.0 * np.log(params.recency_decay))
-    d = np.maximum(np.abs(distance_ms) - offset, 0.0)
-    return np.exp(-(d**2) / (2.0 * sigma2))
 
 
 class TextIndex:
@@ -98,7 +80,8 @@ def recall(index: TextIndex, catalog: Catalog, query: str, now_ms: int, params: 
     live = ((catalog.created_ms[docs] <= now_ms) & catalog.on_sale[docs]
             & (catalog.violation_score[docs] < params.max_violation_score))
     docs, bm25 = docs[live], bm25[live]
-    score = bm25 * gauss_decay(now_ms - catalog.created_ms[docs], params)
+    score = bm25 * gauss_decay(now_ms - catalog.created_ms[docs], params.recency_scale,
+                               params.recency_offset, params.recency_decay)
     if len(docs) > size:
         top = np.argpartition(-score, size)[:size]
         docs, score = docs[top], score[top]
