@@ -24,10 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from app import metrics
-from app.engines import EngineRequestError, EngineUnavailable, connect
+from app.backends import open_engine, open_feature_store
+from app.engines import EngineRequestError, EngineUnavailable
 from app.experiments import DEFAULT_ARM, NO_EXPERIMENT, ExperimentConfigError, ExperimentRegistry
 from app.feature_log import FeatureLog
-from app.feature_store import FeatureStore, connect_redis
 from app.recall import RecallParams
 from app.schemas import Flow, SearchRequest
 from app.scoring import ModelError, ModelRegistry
@@ -85,14 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine = connect(settings.engine, settings.engine_url, settings.engine_timeout_s)
-        redis = connect_redis(settings.redis_url, settings.redis_cluster,
-                              settings.redis_timeout_s)
-        store = FeatureStore(
-            redis, settings.feature_prefix, settings.redis_timeout_s,
-            settings.feature_pointer_ttl_s, settings.redis_retry_after_s,
-            settings.feature_cache_items,
-        )
+        engine = open_engine(settings)
+        store = open_feature_store(settings)
         feature_log = None
         if settings.feature_log_dir is not None:
             feature_log = FeatureLog(settings.feature_log_dir, settings.feature_log_queue,
@@ -121,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         watcher.cancel()
         await engine.close()
-        await redis.aclose()
+        await store.close()
         if feature_log is not None:
             feature_log.close()
 
@@ -259,7 +253,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", summary="Readiness: engine, Redis, model, experiments")
+    @app.get("/readyz", summary="Readiness: engine, feature store, model, experiments")
     async def readyz() -> Response:
         searcher: Searcher = app.state.searcher
         try:
@@ -268,12 +262,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       "index": searcher.index, "status": health.get("status")}
         except (EngineUnavailable, EngineRequestError) as exc:
             engine = {"ok": False, "index": searcher.index, "error": str(exc)}
-        redis_ok = await searcher.store.ping()
+        store_ok = await searcher.store.ping()
         model = app.state.models.current
         experiments: ExperimentRegistry = app.state.experiments
         checks = {
             "engine": engine,
-            "redis": {"ok": redis_ok, "feature_version": searcher.store.version},
+            "feature_store": {"ok": store_ok, "kind": settings.feature_store,
+                              "feature_version": searcher.store.version},
             "model": {"ok": model is not None, **(model.describe() if model else {}),
                       "last_error": app.state.models.last_error},
             "experiments": {"ok": experiments.last_error is None,
@@ -282,7 +277,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             "last_error": experiments.last_error},
         }
         ready = engine["ok"] and model is not None
-        healthy = redis_ok and experiments.last_error is None
+        healthy = store_ok and experiments.last_error is None
         status = "ready" if ready and healthy else "degraded" if ready else "not_ready"
         return json_response({"status": status, "checks": checks}, 200 if ready else 503)
 

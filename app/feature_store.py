@@ -175,6 +175,9 @@ class FeatureStore:
         except (RedisError, OSError, TimeoutError):
             return False
 
+    async def close(self) -> None:
+        await self.redis.aclose()
+
 
 async def write_version(
     redis: aioredis.Redis | RedisCluster,

@@ -17,6 +17,7 @@ from itertools import chain
 import numpy as np
 
 from app import metrics
+from app.embedded_engine import EmbeddedEngine
 from app.engines import Engine
 from app.experiments import Arm
 from app.feature_log import FeatureLog
@@ -26,6 +27,7 @@ from app.listings import CONDITION_ORDINAL
 from app.recall import RecallParams, best_match_body, newest_body
 from app.schemas import SearchRequest
 from app.scoring import ModelRegistry
+from app.snapshot_store import SnapshotFeatureStore
 from app.tokenizer import tokenize_query
 
 DEBUG_SOURCE = ("title",)
@@ -87,7 +89,8 @@ class Stopwatch:
 
 class Searcher:
     def __init__(
-        self, engine: Engine, index: str, store: FeatureStore, models: ModelRegistry,
+        self, engine: Engine | EmbeddedEngine, index: str,
+        store: FeatureStore | SnapshotFeatureStore, models: ModelRegistry,
         recall: RecallParams, feature_log: FeatureLog | None = None,
     ):
         self.engine = engine

@@ -17,8 +17,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BESTMATCH_", extra="ignore")
 
     # --- search engine ---
-    engine: Literal["opensearch", "elasticsearch"] = "opensearch"
+    engine: Literal["embedded", "opensearch", "elasticsearch"] = Field(
+        "embedded", description="embedded: tantivy on disk, no server (app/embedded_engine.py)")
     engine_url: str = "http://127.0.0.1:9200"
+    embedded_index_dir: Path = Path("var/embedded/index")
+    embedded_bm25_top_n: int = Field(
+        4000, ge=1, description="embedded: BM25 matches the recency decay re-sorts")
     index_alias: str = "listings"
     engine_timeout_s: float = Field(0.5, gt=0)
 
@@ -31,6 +35,9 @@ class Settings(BaseSettings):
     max_page_size: int = Field(100, ge=1)
 
     # --- feature store ---
+    feature_store: Literal["snapshot", "redis"] = Field(
+        "snapshot", description="snapshot: the refresh job's files, no server")
+    snapshot_dir: Path = Path("var/embedded/features")
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_cluster: bool = Field(False, description="redis_url names a node of a Redis Cluster")
     feature_prefix: str = "bm:feat"
@@ -41,7 +48,7 @@ class Settings(BaseSettings):
 
     # --- model ---
     models_dir: Path = Path("models")
-    model_name: str = "baseline"
+    model_name: str = "ltr"
     model_version: str = "latest"
     onnx_device: Literal["auto", "cuda", "cpu"] = "auto"
     onnx_threads: int = Field(1, ge=1)

@@ -107,7 +107,7 @@ def feature_prefix() -> str:
 def make_settings(engine_url, redis_url, alias, models_dir, feature_prefix):
     def make(**overrides) -> Settings:
         values = dict(
-            engine="opensearch", engine_url=engine_url, redis_url=redis_url,
+            engine="opensearch", engine_url=engine_url, redis_url=redis_url, feature_store="redis",
             index_alias=alias, models_dir=models_dir, model_name="baseline",
             feature_prefix=feature_prefix, feature_pointer_ttl_s=0.0, onnx_device="cpu",
             admin_token="secret", redis_retry_after_s=0.0,

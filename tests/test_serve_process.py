@@ -17,9 +17,10 @@ pytestmark = pytest.mark.integration
 
 def test_bestmatch_serve_answers_over_http(engine_url, redis_url, alias, models_dir):
     port = free_port()
-    env = {**os.environ, "BESTMATCH_ENGINE_URL": engine_url, "BESTMATCH_REDIS_URL": redis_url,
+    env = {**os.environ, "BESTMATCH_ENGINE": "opensearch", "BESTMATCH_ENGINE_URL": engine_url,
+           "BESTMATCH_FEATURE_STORE": "redis", "BESTMATCH_REDIS_URL": redis_url,
            "BESTMATCH_INDEX_ALIAS": alias, "BESTMATCH_MODELS_DIR": str(models_dir),
-           "BESTMATCH_ONNX_DEVICE": "cpu"}
+           "BESTMATCH_MODEL_NAME": "baseline", "BESTMATCH_ONNX_DEVICE": "cpu"}
     proc = subprocess.Popen([sys.executable, "-m", "bestmatch.cli", "serve", "--port", str(port)],
                             env=env)
     url = f"http://127.0.0.1:{port}"
