@@ -2,11 +2,11 @@
 
 Zero-setup mode (``BESTMATCH_FEATURE_STORE=snapshot``): instead of Redis, the service
 reads ``{snapshot_dir}/{version}.parquet`` (written by ``bestmatch features refresh``,
-the system of record) for the version named in ``{snapshot_dir}/CURRENT``. Publishing
-a version is writing its snapshot and then replacing ``CURRENT`` in one rename, so a
-reader sees the old or the new version, never half of one. The pointer is re-read every
-``pointer_ttl_s``, and the new values are served without a restart. Items the version
-lacks get the same priors as with Redis (``DEFAULT_PRIORS``) and ``missing``.
+the system of record) for the version named in ``{snapshot_dir}/CURRENT``, with the
+priors of ``{version}.meta.json``. Publishing a version is writing its snapshot, then
+replacing ``CURRENT`` in one rename, so a reader sees the old or the new version, never
+half of one. The pointer is re-read every ``pointer_ttl_s``, and the new values are
+served without a restart. Items the version lacks get its priors and ``missing``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 import polars as pl
 
 from app.feature_spec import DEFAULT_PRIORS, STORE_FEATURES
@@ -26,10 +27,14 @@ POINTER = "CURRENT"
 log = logging.getLogger(__name__)
 
 
-def publish_snapshot(snapshot_dir: Path, version: str) -> None:
-    """Point readers at ``{version}.parquet`` (already written) in one atomic rename."""
+def publish_snapshot(snapshot_dir: Path, version: str,
+                     priors: dict[str, float] | None = None) -> None:
+    """Point readers at ``{version}.parquet`` (already written) in one atomic rename;
+    ``{version}.meta.json`` keeps the version's priors, as the Redis version's meta does."""
     if not (snapshot_dir / f"{version}.parquet").exists():
         raise FileNotFoundError(f"{snapshot_dir / version}.parquet does not exist")
+    meta = {"priors": {**DEFAULT_PRIORS, **(priors or {})}, "created_at": time.time()}
+    (snapshot_dir / f"{version}.meta.json").write_bytes(orjson.dumps(meta))
     tmp = snapshot_dir / f".{POINTER}.tmp"
     tmp.write_text(version + "\n")
     os.replace(tmp, snapshot_dir / POINTER)
@@ -63,12 +68,14 @@ class SnapshotFeatureStore:
         try:
             snapshot = pl.read_parquet(self.snapshot_dir / f"{version}.parquet",
                                        columns=["item_id", *STORE_FEATURES])
-        except (OSError, pl.exceptions.PolarsError) as exc:
+            meta = orjson.loads((self.snapshot_dir / f"{version}.meta.json").read_bytes())
+        except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
             log.error("feature snapshot %s unreadable, still serving %s: %s", version,
                       self._version, exc)
             return
+        priors = {**DEFAULT_PRIORS, **meta.get("priors", {})}
         values = snapshot.select(STORE_FEATURES).to_numpy().astype(VALUE_DTYPE)
-        self._table = np.vstack([values, self._priors])
+        self._table = np.vstack([values, [[priors[f] for f in STORE_FEATURES]]])
         self._rows = {item: k for k, item in enumerate(snapshot["item_id"].to_list())}
         self._version = version
 

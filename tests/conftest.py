@@ -2,6 +2,10 @@
 
 Servers come from :mod:`devstack` (started or reused on loopback), or from
 BESTMATCH_ENGINE_URL / BESTMATCH_REDIS_URL when those point at existing ones.
+
+``backend`` is "real" (OpenSearch + Redis) unless a test module parametrizes it
+(``indirect``) with "embedded" (tantivy + snapshot files): the contract suite runs the
+same tests against both.
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import polars as pl
 import pytest
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
 import devstack
 from app.api import create_app
+from app.embedded_engine import EmbeddedEngine
 from app.engines import connect
 from app.feature_store import switch_version, write_version
 from app.settings import Settings
+from app.snapshot_store import publish_snapshot
 from feature_jobs.index_catalog import index_catalog
 from training.baseline_model import write_baseline
 
@@ -56,7 +63,8 @@ def listings() -> list[dict]:
 
 
 async def index_rows(kind: str, url: str, alias: str, rows: list[dict]):
-    engine = connect(kind, url, 30.0)
+    """Index ``rows`` behind ``alias``; ``kind`` "embedded" takes a directory as ``url``."""
+    engine = EmbeddedEngine(Path(url)) if kind == "embedded" else connect(kind, url, 30.0)
     try:
         return await index_catalog(engine, alias, [orjson.dumps(r) for r in rows])
     finally:
@@ -92,6 +100,19 @@ def alias(engine_url, listings):
 
 
 @pytest.fixture(scope="session")
+def embedded_index_dir(tmp_path_factory, listings, alias) -> Path:
+    """The fixture catalog in the embedded engine, behind the same alias name."""
+    root = tmp_path_factory.mktemp("embedded-index")
+    run(index_rows("embedded", str(root), alias, listings))
+    return root
+
+
+@pytest.fixture
+def backend(request) -> str:
+    return getattr(request, "param", "real")
+
+
+@pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models")
     write_baseline(path)
@@ -104,7 +125,8 @@ def feature_prefix() -> str:
 
 
 @pytest.fixture
-def make_settings(engine_url, redis_url, alias, models_dir, feature_prefix):
+def make_settings(backend, engine_url, redis_url, alias, models_dir, feature_prefix, tmp_path,
+                  request):
     def make(**overrides) -> Settings:
         values = dict(
             engine="opensearch", engine_url=engine_url, redis_url=redis_url, feature_store="redis",
@@ -112,6 +134,10 @@ def make_settings(engine_url, redis_url, alias, models_dir, feature_prefix):
             feature_prefix=feature_prefix, feature_pointer_ttl_s=0.0, onnx_device="cpu",
             admin_token="secret", redis_retry_after_s=0.0,
         )
+        if backend == "embedded":
+            values.update(engine="embedded", feature_store="snapshot",
+                          embedded_index_dir=request.getfixturevalue("embedded_index_dir"),
+                          snapshot_dir=tmp_path / "features")
         values.update(overrides)
         return Settings(**values)
 
@@ -144,3 +170,19 @@ def publish_features(redis_url: str, prefix: str, version: str, rows, priors=Non
             await redis.aclose()
 
     run(go())
+
+
+@pytest.fixture
+def publish(backend, redis_url, feature_prefix, tmp_path):
+    """Publish a feature version to the test's store: ``publish(version, rows, priors)``."""
+    def go(version: str, rows, priors=None) -> None:
+        if backend == "real":
+            publish_features(redis_url, feature_prefix, version, rows, priors)
+            return
+        snapshot_dir = tmp_path / "features"
+        snapshot_dir.mkdir(exist_ok=True)
+        pl.DataFrame(list(rows), schema=["item_id", "ctr", "impressions", "impression_prob"],
+                     orient="row").write_parquet(snapshot_dir / f"{version}.parquet")
+        publish_snapshot(snapshot_dir, version, priors)
+
+    return go

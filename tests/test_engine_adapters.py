@@ -1,4 +1,4 @@
-"""Both engine adapters against the real engine.
+"""Both engine adapters against the real engine, and the embedded engine against it.
 
 The OpenSearch adapter talks to OpenSearch directly. The Elasticsearch adapter (the
 official ``elasticsearch`` async client) talks to the same OpenSearch node through
@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from contextlib import asynccontextmanager
 
 import orjson
 import pytest
 
+from app.embedded_engine import EmbeddedEngine
 from app.engines import EngineRequestError, connect
+from app.recall import RecallParams, best_match_body, newest_body
+from app.schemas import Filters
+from app.tokenizer import tokenize_query
 from feature_jobs.index_catalog import IndexingFailed, index_catalog
 from tests.conftest import RUN_ID, drop_indices, index_rows, run
 
@@ -116,6 +121,37 @@ def test_reindex_moves_alias_only_when_complete(kind, engine_url, es_proxy_url, 
         finally:
             for index in await engine.indices(f"{alias}-*"):
                 await engine.delete_index(index)
+            await engine.close()
+
+    run(go())
+
+
+QUERIES = ["ナイキ エアマックス95", "iPhone 15 Pro", "louis vuitton bag", "スニーカー", "iphone",
+           "Nintendo Switch", "美品 バッグ"]
+
+
+@pytest.mark.parametrize("filters", [Filters(), Filters(on_sale_only=False),
+                                     Filters(price_max=50000)])
+def test_embedded_engine_orders_and_scores_like_the_engine(engine_url, alias,
+                                                           embedded_index_dir, filters):
+    """The same recall bodies on the shared fixture: the same order, and scores within
+    2% (document-count and field-length statistics differ slightly)."""
+    now_ms = int(time.time() * 1000)
+
+    async def go():
+        engine, embedded = connect("opensearch", engine_url, 30.0), EmbeddedEngine(
+            embedded_index_dir)
+        try:
+            for query in QUERIES:
+                body = best_match_body(tokenize_query(query)[0], filters, RecallParams(), now_ms)
+                want, got = await engine.search(alias, body), await embedded.search(alias, body)
+                assert [h["_id"] for h in got] == [h["_id"] for h in want], query
+                assert [h["_score"] for h in got] == pytest.approx(
+                    [h["_score"] for h in want], rel=0.02), query
+                body = newest_body(tokenize_query(query)[0], filters, RecallParams(), 3, 1)
+                want, got = await engine.search(alias, body), await embedded.search(alias, body)
+                assert [h["_id"] for h in got] == [h["_id"] for h in want], query
+        finally:
             await engine.close()
 
     run(go())

@@ -1,4 +1,5 @@
-"""The search API end to end on the real engine, Redis and ONNX Runtime."""
+"""The search API end to end, the contract both backends keep: every test runs on the
+real engine and Redis, and on the embedded engine and snapshot feature store."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import pytest
 
 from app.feature_spec import DENSE_NAMES
 from app.tokenizer import MAX_TITLE_TOKENS, token_ids, tokenize, tokenize_query
-from tests.conftest import publish_features
 from training.baseline_model import baseline_weights
 from training.ranker_graph import forward
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.parametrize("backend", ["real", "embedded"], indirect=True)]
 
 
 def search(client, **body):
@@ -92,9 +93,8 @@ def test_pagination_slices_the_ranked_list(client):
     assert page == full[2:4]
 
 
-def test_features_come_from_redis_and_follow_the_pointer(client, redis_url, feature_prefix):
-    publish_features(redis_url, feature_prefix, "v1", [("p1", 0.25, 1000.0, 0.001)],
-                     priors={"ctr": 0.03})
+def test_features_come_from_the_store_and_follow_the_pointer(client, publish):
+    publish("v1", [("p1", 0.25, 1000.0, 0.001)], priors={"ctr": 0.03})
     answer = search(client, query="iphone", debug=True)
     assert answer["degraded"] == []
     feats = {i["id"]: i["features"] for i in answer["items"]}
@@ -105,7 +105,7 @@ def test_features_come_from_redis_and_follow_the_pointer(client, redis_url, feat
     assert feats["p2"]["ctr"] == pytest.approx(0.03)  # the version's prior
     assert feats["p2"]["features_missing"] == 1.0
 
-    publish_features(redis_url, feature_prefix, "v2", [("p1", 0.5, 10.0, 0.0)])
+    publish("v2", [("p1", 0.5, 10.0, 0.0)])
     feats = {i["id"]: i["features"] for i in search(client, query="iphone", debug=True)["items"]}
     assert feats["p1"]["ctr"] == pytest.approx(0.5)  # new version read without restart
 
@@ -160,3 +160,9 @@ def test_query_syntax_is_not_interpreted(client):
         resp = client.post("/v1/search", json={"query": text})
         assert resp.status_code == 200, text
         assert len(resp.json()["items"]) < 5, text
+
+
+def test_readiness_names_the_backend_in_use(client, backend):
+    checks = client.get("/readyz").json()["checks"]
+    assert checks["engine"]["ok"] is True
+    assert checks["feature_store"]["kind"] == {"real": "redis", "embedded": "snapshot"}[backend]
