@@ -93,6 +93,7 @@ class SnapshotFeatureStore:
                             rows < 0, reason)
 
     async def ping(self) -> bool:
+        self._refresh_pointer()
         return self.snapshot_dir.is_dir()
 
     async def close(self) -> None:

@@ -99,7 +99,8 @@ def main() -> None:
             ["/usr/bin/time", "-v", str(REPO / ".venv" / "bin" / "bestmatch"), "features",
              "refresh", "--events", str(events), "--end", END.isoformat(), "--snapshot-dir",
              str(work / "snapshots"), "--version", version],
-            env={**os.environ, "BESTMATCH_REDIS_URL": url, "BESTMATCH_FEATURE_PREFIX": PREFIX},
+            env={**os.environ, "BESTMATCH_FEATURE_STORE": "redis", "BESTMATCH_REDIS_URL": url,
+                 "BESTMATCH_FEATURE_PREFIX": PREFIX},
             capture_output=True, text=True, cwd=REPO)
         if run.returncode != 0:
             raise SystemExit(f"refresh failed ({run.returncode}):\n{run.stderr[-3000:]}")

@@ -45,14 +45,14 @@ def cmd_devstack(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from app.engines import connect
+    from app.backends import open_engine
     from feature_jobs.index_catalog import index_catalog
 
     s = _settings()
     rejects = Path(args.rejects) if args.rejects else Path(f"{args.input}.rejects.jsonl")
 
     async def run():
-        engine = connect(s.engine, s.engine_url, max(s.engine_timeout_s, 30.0))
+        engine = open_engine(s, timeout_s=max(s.engine_timeout_s, 30.0))
         try:
             with open(args.input, "rb") as lines:
                 return await index_catalog(engine, s.index_alias, lines, rejects,
@@ -130,11 +130,17 @@ def cmd_train_ltr(args: argparse.Namespace) -> int:
 def cmd_features_refresh(args: argparse.Namespace) -> int:
     """Exit codes: 0 published; 1 failed (previous version still served); 75 lock held."""
     from app.feature_store import connect_redis
-    from feature_jobs.refresh import LockHeld, RefreshConfig, RefreshError, refresh
+    from feature_jobs.refresh import (
+        LockHeld,
+        RefreshConfig,
+        RefreshError,
+        refresh,
+        refresh_snapshot,
+    )
 
     s = _settings()
     config = RefreshConfig(
-        events=Path(args.events), snapshot_dir=Path(args.snapshot_dir),
+        events=Path(args.events), snapshot_dir=Path(args.snapshot_dir or s.snapshot_dir),
         prefix=s.feature_prefix, window_days=args.window_days,
         max_reject_ratio=args.max_reject_ratio, grace_s=args.grace_s,
         lock_ttl_s=args.lock_ttl_s,
@@ -149,7 +155,10 @@ def cmd_features_refresh(args: argparse.Namespace) -> int:
             await redis.aclose()
 
     try:
-        summary = asyncio.run(run())
+        if s.feature_store == "snapshot":
+            summary = refresh_snapshot(config, args.version or None, say=_say)
+        else:
+            summary = asyncio.run(run())
     except LockHeld as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 75
@@ -163,10 +172,14 @@ def cmd_features_refresh(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from bestmatch.demo import build_demo
 
-    build_demo(args.listings, args.seed, Path(args.workdir))
-    if args.serve:
-        return cmd_serve(args)
-    return 0
+    build_demo(args.listings, args.seed, Path(args.workdir), args.sessions or None)
+    if not args.serve:
+        return 0
+    url = f"http://{args.host}:{args.port}"
+    print(f"[demo] ready: serving on {url} (OpenAPI docs: {url}/docs), e.g.\n"
+          f"  curl -s -G {url}/v1/search --data-urlencode 'query=ナイキ スニーカー' -d size=5",
+          file=sys.stderr, flush=True)
+    return cmd_serve(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,11 +245,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("features", help="feature store jobs")
     fsub = p.add_subparsers(dest="features_command", required=True)
-    f = fsub.add_parser("refresh", help="event logs -> item CTR / impression prob -> new "
-                        "Redis version (BESTMATCH_REDIS_URL, BESTMATCH_FEATURE_PREFIX)")
+    f = fsub.add_parser("refresh", help="event logs -> item CTR / impression prob -> a new "
+                        "version in the feature store (BESTMATCH_FEATURE_STORE: snapshot files, "
+                        "or Redis at BESTMATCH_REDIS_URL under BESTMATCH_FEATURE_PREFIX)")
     f.add_argument("--events", required=True, help="Parquet or JSON-lines event log")
-    f.add_argument("--snapshot-dir", default="var/features",
-                   help="snapshot Parquet files and rejected rows")
+    f.add_argument("--snapshot-dir", default="",
+                   help="snapshot Parquet files and rejected rows (default: "
+                        "BESTMATCH_SNAPSHOT_DIR, var/embedded/features)")
     f.add_argument("--end", default="", help="ISO time the window ends (default today 00:00Z)")
     f.add_argument("--window-days", type=int, default=7)
     f.add_argument("--max-reject-ratio", type=float, default=0.01)
@@ -247,8 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--version", default="", help="default: END date + UTC time")
     f.set_defaults(func=cmd_features_refresh)
 
-    p = sub.add_parser("demo", help="dev servers + generated catalog + features + model")
+    p = sub.add_parser("demo", help="simulated marketplace -> index + features + model "
+                       "in the configured backends (embedded by default)")
     p.add_argument("--listings", type=int, default=20000)
+    p.add_argument("--sessions", type=int, default=0,
+                   help="simulated search sessions (default: listings / 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default="var/demo")
     p.add_argument("--serve", action="store_true", help="start the service afterwards")

@@ -1,98 +1,143 @@
-"""Build a runnable demo: dev servers, a generated catalog, item features, a model.
+"""Build a runnable demo marketplace into the configured backends.
 
-Every step is skipped when its result is already there, so a second run is quick.
-The item features are synthetic (drawn from each listing's image score and condition)
-until the nightly refresh job computes them from event logs.
+1. simulate the marketplace: Japanese/English listings and two weeks of search logs
+   (:mod:`training.simulator`);
+2. index the listings (embedded tantivy index by default, or the real engine);
+3. compute item features from the logs with the nightly refresh job and publish them
+   (snapshot files by default, or Redis);
+4. check the ranking model is there (``models/ltr`` ships with the repository).
+
+Each step is skipped when its result is already there, so a second run is quick. With
+real backends configured (``BESTMATCH_ENGINE`` / ``BESTMATCH_FEATURE_STORE``) the dev
+OpenSearch and Redis are started or reused first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-import orjson
+from app.settings import Settings, get_settings
 
 
 def _say(msg: str) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
 
-def build_demo(n_listings: int, seed: int, workdir: Path) -> None:
-    import devstack
-
-    servers = devstack.up()
-    os.environ.setdefault("BESTMATCH_ENGINE_URL", servers["opensearch"].url)
-    os.environ.setdefault("BESTMATCH_REDIS_URL", servers["redis"].url)
-    from app.settings import get_settings
-
-    get_settings.cache_clear()
+def demo_settings() -> Settings:
+    """The configured settings; real backends get the dev servers' URLs unless set."""
     settings = get_settings()
+    if settings.engine != "embedded" or settings.feature_store != "snapshot":
+        import devstack
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    catalog = workdir / f"listings-{n_listings}-seed{seed}.jsonl"
-    if not catalog.exists():
-        from training.simulator import generate_listings
-
-        _say(f"generating {n_listings} listings -> {catalog}")
-        tmp = catalog.with_suffix(".tmp")
-        with open(tmp, "wb") as out:
-            for row in generate_listings(n_listings, seed):
-                out.write(orjson.dumps(row) + b"\n")
-        tmp.rename(catalog)
-    asyncio.run(_index_and_features(settings, catalog, n_listings, seed))
-
-    from training.baseline_model import write_baseline
-
-    if not (settings.models_dir / "baseline").exists():
-        _say(f"writing the baseline model -> {write_baseline(settings.models_dir)}")
-    _say(f"ready: engine {settings.engine_url}, redis {settings.redis_url}")
+        servers = devstack.up()
+        os.environ.setdefault("BESTMATCH_ENGINE_URL", servers["opensearch"].url)
+        os.environ.setdefault("BESTMATCH_REDIS_URL", servers["redis"].url)
+        get_settings.cache_clear()
+        settings = get_settings()
+    return settings
 
 
-async def _index_and_features(settings, catalog: Path, n_listings: int, seed: int) -> None:
-    import redis.asyncio as aioredis
+def build_demo(n_listings: int, seed: int, workdir: Path, sessions: int | None = None,
+               settings: Settings | None = None) -> Settings:
+    settings = settings or demo_settings()
+    sim_dir = Path(workdir) / f"sim-{n_listings}-seed{seed}"
+    _say(f"1/4 marketplace: {n_listings} listings and their search logs in {sim_dir}")
+    summary = _simulate(sim_dir, n_listings, sessions or max(n_listings // 2, 500), seed)
+    _say(f"2/4 index: '{settings.index_alias}' in the {settings.engine} engine")
+    asyncio.run(_index(settings, sim_dir / "listings.jsonl", n_listings))
+    _say(f"3/4 features: item CTR and impression probability from the logs "
+         f"({settings.feature_store} store)")
+    _features(settings, sim_dir, datetime.fromisoformat(summary["now"]),
+              f"demo-{n_listings}-seed{seed}-{summary['now'][:10]}")
+    _say("4/4 model")
+    _check_model(settings)
+    return settings
 
-    from app.engines import connect
-    from app.feature_store import current_key, switch_version, write_version
+
+def _simulate(sim_dir: Path, n_listings: int, sessions: int, seed: int) -> dict:
+    done = sim_dir / "summary.json"
+    if done.exists():
+        _say("   already simulated")
+        return json.loads(done.read_text())
+    from tqdm import tqdm
+
+    from training.simulator.run import SimConfig, simulate
+    from training.simulator.sessions import SessionConfig
+
+    bar = tqdm(total=sessions, desc="sessions", unit="", leave=False, file=sys.stderr)
+    summary = simulate(sim_dir, SimConfig(listings=n_listings, seed=seed,
+                                          sessions=SessionConfig(sessions=sessions, seed=seed)),
+                       bar.update)
+    bar.close()
+    _say(f"   {summary['requests']} searches simulated in {summary['seconds']} s")
+    return summary
+
+
+async def _index(settings: Settings, catalog: Path, n_listings: int) -> None:
+    from app.backends import open_engine
     from feature_jobs.index_catalog import index_catalog
 
-    engine = connect(settings.engine, settings.engine_url, 60.0)
+    engine = open_engine(settings, timeout_s=60.0)
     try:
-        targets = await engine.alias_targets(settings.index_alias)
-        healthy = targets and (await engine.health(settings.index_alias))["status"] != "red"
-        if not healthy or await engine.count(settings.index_alias) != n_listings:
-            _say(f"indexing {catalog} (tokenising with SudachiPy; about 1 min per 20k)")
-            with open(catalog, "rb") as lines:
-                report = await index_catalog(engine, settings.index_alias, lines)
-            _say(f"indexed {report.indexed} listings into {report.index}")
-        else:
-            _say(f"index {targets[0]} already holds the catalog")
+        if (await engine.alias_targets(settings.index_alias)
+                and await engine.count(settings.index_alias) == n_listings):
+            _say("   already indexed")
+            return
+        _say("   tokenising with SudachiPy and indexing (about 1 min per 20k listings)")
+        with open(catalog, "rb") as lines:
+            report = await index_catalog(engine, settings.index_alias, lines)
+        _say(f"   {report.indexed} listings indexed in {report.seconds} s")
     finally:
         await engine.close()
 
-    version = f"demo-{n_listings}-seed{seed}"
-    redis = aioredis.Redis.from_url(settings.redis_url)
+
+def _features(settings: Settings, sim_dir: Path, now: datetime, version: str) -> None:
+    from feature_jobs.refresh import RefreshConfig, refresh_snapshot
+
+    config = RefreshConfig(events=sim_dir / "events.parquet", snapshot_dir=settings.snapshot_dir,
+                           prefix=settings.feature_prefix, end=now)
+    if settings.feature_store == "snapshot":
+        from app.snapshot_store import POINTER
+
+        pointer = settings.snapshot_dir / POINTER
+        if pointer.exists() and pointer.read_text().strip() == version:
+            _say("   already published")
+            return
+        summary = refresh_snapshot(config, version)
+    else:
+        summary = asyncio.run(_refresh_redis(settings, config, version))
+        if summary is None:
+            return
+    _say(f"   {summary['items']} items published as version {version}")
+
+
+async def _refresh_redis(settings: Settings, config, version: str) -> dict | None:
+    from app.feature_store import connect_redis, current_key
+    from feature_jobs.refresh import refresh
+
+    redis = connect_redis(settings.redis_url, settings.redis_cluster)
     try:
-        current = await redis.get(current_key(settings.feature_prefix))
-        if current != version.encode():
-            _say(f"writing synthetic item features as version {version}")
-            await write_version(redis, settings.feature_prefix, version,
-                                _synthetic_features(catalog, seed))
-            await switch_version(redis, settings.feature_prefix, version)
+        if await redis.get(current_key(settings.feature_prefix)) == version.encode():
+            _say("   already published")
+            return None
+        return await refresh(redis, config, version)
     finally:
         await redis.aclose()
 
 
-def _synthetic_features(catalog: Path, seed: int):
-    rng = np.random.default_rng(seed + 1)
-    with open(catalog, "rb") as lines:
-        rows = [orjson.loads(line) for line in lines]
-    impressions = rng.poisson(rng.lognormal(4.0, 1.2, len(rows)))
-    total = max(int(impressions.sum()), 1)
-    for row, imp in zip(rows, impressions, strict=True):
-        p = 0.01 + 0.05 * row["image_score"] + (0.02 if row["condition"] == "new" else 0.0)
-        clicks = rng.binomial(int(imp), p)
-        ctr = (clicks + 2.0) / (imp + 100.0)  # the same Beta(2, 98) prior as DEFAULT_PRIORS
-        yield row["id"], ctr, float(imp), imp / total
+def _check_model(settings: Settings) -> None:
+    from app.scoring import ModelError, resolve_version
+
+    try:
+        path = resolve_version(settings.models_dir, settings.model_name, settings.model_version)
+    except ModelError as exc:
+        raise SystemExit(f"[demo] {exc}") from None
+    if not (path / "model.onnx").exists():
+        raise SystemExit(f"[demo] {path}/model.onnx is missing: models/ltr ships with the "
+                         "repository; `bestmatch model baseline` writes the baseline")
+    _say(f"   {path}")

@@ -18,11 +18,16 @@ Steps, each of which leaves the served version intact if the job dies there:
 Every version is added to ``{prefix}:versions`` before its first key is written; each
 run first expires the versions there that are neither served nor its own, so the keys
 of a run that was killed mid-way do not stay in Redis for good.
+
+:func:`refresh_snapshot` is the same job for the embedded feature store: steps 2-3,
+then the snapshot directory's ``CURRENT`` pointer moves in one rename
+(:func:`app.snapshot_store.publish_snapshot`), under a file lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import time
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -47,6 +52,7 @@ from app.feature_store import (
     write_version,
 )
 from app.progress import NoProgress
+from app.snapshot_store import publish_snapshot
 from feature_jobs.events import read_events, set_aside
 from feature_jobs.item_stats import daily_counts, item_stats
 
@@ -167,6 +173,34 @@ def aggregate(config: RefreshConfig, version: str, done) -> tuple[pl.DataFrame, 
     return stats, counts, snapshot
 
 
+def default_version(config: RefreshConfig) -> str:
+    return config.end.strftime("%Y%m%d") + time.strftime("-%H%M%S", time.gmtime())
+
+
+def refresh_snapshot(config: RefreshConfig, version: str | None = None,
+                     say=lambda msg: None) -> dict:
+    """The embedded publish: aggregate into ``{version}.parquet``, then move ``CURRENT``."""
+    t0 = time.perf_counter()
+    version = version or default_version(config)
+    config.snapshot_dir.mkdir(parents=True, exist_ok=True)
+    with open(config.snapshot_dir / ".refresh.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeld("another refresh holds the snapshot lock; not publishing") from None
+        if (config.snapshot_dir / f"{version}.parquet").exists():
+            raise RefreshError(f"version {version} exists; published versions never change")
+        say(f"reading and aggregating the events of {config.window_days} days from "
+            f"{config.events}")
+        timings: dict[str, float] = {}
+        stats, counts, snapshot = aggregate(config, version, lambda step: timings.setdefault(
+            step, round(time.perf_counter() - t0, 3)))
+        publish_snapshot(config.snapshot_dir, version)
+        say(f"published {stats.height} items as version {version}")
+    return {"version": version, "items": stats.height, "events": counts,
+            "snapshot": str(snapshot), "seconds": round(time.perf_counter() - t0, 2)}
+
+
 async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | None = None,
                   fail_before_switch: bool = False, say=lambda msg: None,
                   progress_factory=NoProgress) -> dict:
@@ -180,7 +214,7 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
         timings[step] = round(time.perf_counter() - lap, 3)
         lap = time.perf_counter()
 
-    version = version or config.end.strftime("%Y%m%d") + time.strftime("-%H%M%S", time.gmtime())
+    version = version or default_version(config)
     async with refresh_lock(redis, config.prefix, config.lock_ttl_s) as lock:
         if await redis.exists(meta_key(config.prefix, version)):
             raise RefreshError(f"version {version} exists; published versions never change")

@@ -171,7 +171,7 @@ async def test_a_run_killed_while_publishing_leaves_the_old_version_served(
     cmd = [sys.executable, "-m", "bestmatch.cli", "features", "refresh", "--events",
            str(events), "--end", END.isoformat(), "--snapshot-dir", str(tmp_path / "snap"),
            "--grace-s", "600", "--lock-ttl-s", "3"]
-    env = {**os.environ, "BESTMATCH_REDIS_URL": redis_url,
+    env = {**os.environ, "BESTMATCH_FEATURE_STORE": "redis", "BESTMATCH_REDIS_URL": redis_url,
            "BESTMATCH_FEATURE_PREFIX": config.prefix}
     job = subprocess.Popen([*cmd, "--version", "v2"], env=env, stderr=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL)
