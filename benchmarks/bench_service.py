@@ -7,7 +7,8 @@ warm-up). Reports client-observed latency of both, the service's per-stage timin
 (from its Server-Timing header) and the re-ranking overhead = features + score + blend
 + serialize, as p50 / p99 in milliseconds. With ``--feature-log`` a second service, which
 writes the served-feature log, gets the same query right after, so both are measured
-in one run.
+in one run; with ``--embedded`` a service on the embedded engine and snapshot feature
+store, built from the same simulated marketplace, does the same.
 
     .venv/bin/python benchmarks/bench_service.py --listings 20000 --rounds 5
 """
@@ -30,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from app.recall import RecallParams, best_match_body  # noqa: E402
 from app.schemas import Filters  # noqa: E402
+from app.settings import Settings  # noqa: E402
 from app.tokenizer import tokenize_query  # noqa: E402
 from bestmatch.demo import build_demo  # noqa: E402
 from devstack import free_port  # noqa: E402
@@ -92,9 +94,14 @@ def main() -> None:
     ap.add_argument("--feature-log", action="store_true",
                     help="also run a second service that writes the served-feature log "
                          "(to var/bench-feature-log) and compare the two in one run")
+    ap.add_argument("--embedded", action="store_true",
+                    help="also build the same demo into the embedded backends and run a "
+                         "service on them (tantivy + snapshot files) in the same run")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "service.json"))
     args = ap.parse_args()
 
+    # The measured service runs on the real engine and Redis (the dev servers).
+    os.environ.update(BESTMATCH_ENGINE="opensearch", BESTMATCH_FEATURE_STORE="redis")
     build_demo(args.listings, 0, REPO / "var" / "demo")
     engine_url = os.environ["BESTMATCH_ENGINE_URL"]
     alias = os.environ.get("BESTMATCH_INDEX_ALIAS", "listings")
@@ -102,6 +109,11 @@ def main() -> None:
     if args.feature_log:
         variants["service_with_feature_log"] = {
             "BESTMATCH_FEATURE_LOG_DIR": str(REPO / "var" / "bench-feature-log")}
+    if args.embedded:
+        embedded = Settings(engine="embedded", feature_store="snapshot")
+        build_demo(args.listings, 0, REPO / "var" / "demo", settings=embedded)
+        variants["service_embedded"] = {"BESTMATCH_ENGINE": "embedded",
+                                        "BESTMATCH_FEATURE_STORE": "snapshot"}
     running: dict[str, tuple[str, subprocess.Popen]] = {}
     try:
         for name, env in variants.items():
