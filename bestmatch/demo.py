@@ -88,7 +88,7 @@ async def _index(settings: Settings, catalog: Path, n_listings: int) -> None:
                 and await engine.count(settings.index_alias) == n_listings):
             _say("   already indexed")
             return
-        _say("   tokenising with SudachiPy and indexing (about 1 min per 20k listings)")
+        _say("   tokenising with SudachiPy and indexing")
         with open(catalog, "rb") as lines:
             report = await index_catalog(engine, settings.index_alias, lines)
         _say(f"   {report.indexed} listings indexed in {report.seconds} s")
