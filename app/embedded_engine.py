@@ -201,7 +201,8 @@ class EmbeddedEngine:
         if "function_score" in query:
             fs = query["function_score"]
             (gauss,) = (f["gauss"]["created_at"] for f in fs["functions"])
-            hits = searcher.search(self._bool(fs["query"]), limit=self.bm25_top_n,
+            hits = searcher.search(self._bool(fs["query"]),
+                                   limit=max(self.bm25_top_n, body["size"]),
                                    count=False).hits
             if not hits:
                 return []
