@@ -127,6 +127,9 @@ class EmbeddedEngine:
     async def bulk(self, actions: Iterable[dict], chunk_size: int = 1000) -> BulkResult:
         count = 0
         for action in actions:
+            if action.get("_op_type", "index") != "index":
+                raise EngineRequestError("embedded: no partial updates; put the field in the "
+                                         "catalog and re-index", 400)
             writer, rows = self._writers[action["_index"]]
             src = action["_source"]
             doc = tantivy.Document()

@@ -1,4 +1,4 @@
-"""Write a ranker to ``models/<name>/<version>/`` (model.onnx + manifest.json).
+"""Write a model to ``models/<name>/<version>/`` (model.onnx + manifest.json).
 
 The directory is written under a temporary name and renamed into place, so a failed
 export never leaves a half-written version for the service to pick up.
@@ -20,6 +20,30 @@ from app.scoring import MANIFEST, MODEL_FILE
 from training.ranker_graph import RankerWeights, build_onnx
 
 
+def publish_model(models_dir: Path, name: str, version: str, data: bytes,
+                  manifest: dict) -> Path:
+    """Write ``data`` (an ONNX model) and ``manifest`` (plus name, version, created_at and
+    the model's sha256) to ``models_dir/name/version``, atomically; versions never change."""
+    final = Path(models_dir) / name / version
+    if final.exists():
+        raise FileExistsError(f"{final} exists; model versions are immutable")
+    tmp = final.with_name(f".{version}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / MODEL_FILE).write_bytes(data)
+        manifest = {"name": name, "version": version,
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    **manifest, "model_sha256": hashlib.sha256(data).hexdigest()}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        onnx.checker.check_model(str(tmp / MODEL_FILE))
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
 def write_model(
     models_dir: Path,
     name: str,
@@ -28,35 +52,16 @@ def write_model(
     training: dict,
     metrics: dict | None = None,
 ) -> Path:
-    final = Path(models_dir) / name / version
-    if final.exists():
-        raise FileExistsError(f"{final} exists; model versions are immutable")
-    tmp = final.with_name(f".{version}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        proto = build_onnx(weights, producer=f"bestmatch:{name}")
-        data = proto.SerializeToString()
-        (tmp / MODEL_FILE).write_bytes(data)
-        manifest = {
-            "name": name,
-            "version": version,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "feature_spec_hash": spec_hash(),
-            "feature_spec": spec_document(),
-            "architecture": {
-                "embedding": list(weights.embedding.shape),
-                "layers": [list(w.shape) for w, _ in weights.layers],
-                "opset": proto.opset_import[0].version,
-            },
-            "model_sha256": hashlib.sha256(data).hexdigest(),
-            "training": training,
-            "metrics": metrics or {},
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        onnx.checker.check_model(str(tmp / MODEL_FILE))
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    """A ranker with the service's feature spec."""
+    proto = build_onnx(weights, producer=f"bestmatch:{name}")
+    return publish_model(models_dir, name, version, proto.SerializeToString(), {
+        "feature_spec_hash": spec_hash(),
+        "feature_spec": spec_document(),
+        "architecture": {
+            "embedding": list(weights.embedding.shape),
+            "layers": [list(w.shape) for w, _ in weights.layers],
+            "opset": proto.opset_import[0].version,
+        },
+        "training": training,
+        "metrics": metrics or {},
+    })

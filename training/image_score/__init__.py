@@ -1,0 +1,1 @@
+"""Image Score: image-quality labels, model, metrics and export."""
