@@ -127,6 +127,45 @@ def cmd_train_ltr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_image_score(args: argparse.Namespace) -> int:
+    from training.image_score.train import ImageScoreConfig, train_image_score
+
+    config = ImageScoreConfig(
+        out_dir=Path(args.out), models_dir=Path(args.models_dir or _settings().models_dir),
+        version=args.version, crops_per_source=args.crops, gamma=args.gamma,
+        pairwise_weight=args.pairwise_weight, epochs=args.epochs, export=args.export,
+        brisque=not args.no_brisque)
+    try:
+        summary = train_image_score(config, say=_say, progress_factory=_progress)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary.get(k) for k in ("model_dir", "results",
+                                                   "monotonic_in_strength", "throughput")},
+                     indent=2))
+    return 0
+
+
+def cmd_images_backfill(args: argparse.Namespace) -> int:
+    from app.backends import open_engine
+    from feature_jobs.image_backfill import ImageScorer, backfill_image_scores
+
+    s = _settings()
+    scorer = ImageScorer(Path(args.model_dir))
+
+    async def run():
+        engine = open_engine(s, timeout_s=max(s.engine_timeout_s, 30.0))
+        try:
+            return await backfill_image_scores(engine, s.index_alias, Path(args.photos),
+                                               scorer, Path(args.state_dir), args.batch)
+        finally:
+            await engine.close()
+
+    summary = asyncio.run(run())
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_features_refresh(args: argparse.Namespace) -> int:
     """Exit codes: 0 published; 1 failed (previous version still served); 75 lock held."""
     from app.feature_store import connect_redis
@@ -242,6 +281,30 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     sim_options(t)
     t.set_defaults(func=cmd_train_ltr)
+    t = tsub.add_parser("image-score", help="degraded photos -> embeddings -> focal-loss "
+                        "head -> OPA/CA vs baselines -> ONNX")
+    t.add_argument("--out", default="var/image-score", help="results go to OUT/VERSION")
+    t.add_argument("--models-dir", help="default: BESTMATCH_MODELS_DIR")
+    t.add_argument("--version", default="", help="model version (default: UTC timestamp)")
+    t.add_argument("--crops", type=int, default=6, help="base crops per source photo")
+    t.add_argument("--gamma", type=float, default=2.0, help="focal loss gamma")
+    t.add_argument("--pairwise-weight", type=float, default=1.0)
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--export", default="focal_pairwise",
+                   choices=["focal_pairwise", "focal", "cross_entropy", ""])
+    t.add_argument("--no-brisque", action="store_true", help="skip the BRISQUE baseline")
+    t.set_defaults(func=cmd_train_image_score)
+
+    p = sub.add_parser("images", help="Image Score jobs")
+    isub = p.add_subparsers(dest="images_command", required=True)
+    i = isub.add_parser("backfill", help="score listing photos, write image_score into the "
+                        "index (bulk partial updates, resumable)")
+    i.add_argument("--photos", required=True, help='JSON lines {"id": ..., "photo": path}')
+    i.add_argument("--model-dir", required=True, help="models/image_score/VERSION")
+    i.add_argument("--state-dir", default="var/image-backfill",
+                   help="checkpoint and rejects")
+    i.add_argument("--batch", type=int, default=32)
+    i.set_defaults(func=cmd_images_backfill)
 
     p = sub.add_parser("features", help="feature store jobs")
     fsub = p.add_subparsers(dest="features_command", required=True)

@@ -137,3 +137,24 @@ def test_backfill_writes_scores_into_the_real_index_and_resumes(exported, engine
 
     want = scorer.score([Image.open(r["photo"]) for r in rows[:6]])
     assert [docs[r["id"]] for r in rows[:6]] == pytest.approx(want, abs=1e-6)
+
+
+def test_pairs_are_mined_from_clicks_at_nearby_positions_and_similar_prices():
+    from datetime import UTC, datetime
+
+    import polars as pl
+
+    from training.image_score.pairs import mine_pairs
+
+    ts = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = [("r1", "a", "impression", 1), ("r1", "b", "impression", 2),
+            ("r1", "c", "impression", 3), ("r1", "d", "impression", 9),
+            ("r1", "e", "impression", 4), ("r1", "b", "click", 2)]
+    events = pl.DataFrame(rows, schema=["request_id", "item_id", "event", "position"],
+                          orient="row").with_columns(pl.lit(ts).alias("ts"))
+    prices = pl.DataFrame({"item_id": ["a", "b", "c", "d", "e"],
+                           "price": [1000.0, 1100.0, 5000.0, 1000.0, 950.0]})
+    pairs = mine_pairs(events, prices, max_gap=3, price_tolerance=0.2)
+    # a: near and similar; c: price too far; d: position too far; e: near and similar
+    assert sorted(pairs["worse"].to_list()) == ["a", "e"]
+    assert set(pairs["better"].to_list()) == {"b"}
