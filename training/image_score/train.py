@@ -54,11 +54,11 @@ class ImageScoreConfig:
     models_dir: Path = Path("models")
     version: str = ""  # default: a UTC timestamp
     encoder: str = "efficientnet-lite0"
-    crops_per_source: int = 6
+    crops_per_source: int = 10
     test_sources: tuple[str, ...] = ("astronaut", "coffee", "coins", "hubble_deep_field")
     gamma: float = 2.0
-    pairwise_weight: float = 1.0
-    epochs: int = 60
+    pairwise_weight: float = 3.0
+    epochs: int = 80
     seed: int = 0
     brisque: bool = True
     export: str = "focal_pairwise"  # which head to ship; "" = none
