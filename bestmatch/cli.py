@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", default="var/image-score", help="results go to OUT/VERSION")
     t.add_argument("--models-dir", help="default: BESTMATCH_MODELS_DIR")
     t.add_argument("--version", default="", help="model version (default: UTC timestamp)")
-    t.add_argument("--crops", type=int, default=10, help="base crops per source photo")
+    t.add_argument("--crops", type=int, default=16, help="base crops per source photo")
     t.add_argument("--gamma", type=float, default=2.0, help="focal loss gamma")
     t.add_argument("--pairwise-weight", type=float, default=3.0)
     t.add_argument("--epochs", type=int, default=80)

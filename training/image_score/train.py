@@ -54,7 +54,7 @@ class ImageScoreConfig:
     models_dir: Path = Path("models")
     version: str = ""  # default: a UTC timestamp
     encoder: str = "efficientnet-lite0"
-    crops_per_source: int = 10
+    crops_per_source: int = 16
     test_sources: tuple[str, ...] = ("astronaut", "coffee", "coins", "hubble_deep_field")
     gamma: float = 2.0
     pairwise_weight: float = 3.0
