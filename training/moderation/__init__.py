@@ -1,0 +1,1 @@
+"""Prohibited-item detection: multimodal DARTS search, detectors and moderation."""
