@@ -88,3 +88,32 @@ def test_a_derived_network_has_only_the_derived_ops():
     assert net.arch_parameters() == []
     assert len(net.cells[0].edges) == 4
     assert net(torch.randint(1, 50, (2, 20))).shape == (2, net.out_dim)
+
+
+def test_search_and_evaluation_run_end_to_end_on_a_tiny_set():
+    from training.moderation.train import ModerationConfig, build_data, evaluate, search
+    from training.simulator.violations import CATEGORIES
+
+    config = ModerationConfig(positives_per_category=12, negatives_per_positive=3,
+                              search_epochs=1, eval_epochs=1, layers=3, nodes=2)
+    data = build_data(config)  # text and price only: no image encoder in this test
+    found = search(data, config, say=lambda msg: None)
+    assert set(found["genotypes"]) == {"normal", "reduce"}
+    assert len(found["genotypes"]["normal"]) == 2 * config.nodes
+    assert all(op != "zero" for op, _ in found["genotypes"]["normal"])
+    results = evaluate(data, found["genotypes"], config, say=lambda msg: None)
+    assert set(results) == set(CATEGORIES)
+    for metrics in results.values():
+        assert 0.0 <= metrics["nas"]["ap"] <= 1.0 and 0.0 <= metrics["baseline"]["ap"] <= 1.0
+        assert metrics["nas"]["positives"] * 4 == metrics["nas"]["test"]  # the 1:3 ratio
+
+
+def test_simulated_violations_have_labels_variation_and_hard_negatives():
+    from training.simulator.violations import CATEGORIES, generate_violations
+
+    listings = generate_violations(20, negatives_per_positive=5, seed=1)
+    assert len(listings) == 20 * 6 * 6
+    assert {x.category for x in listings} == {"", *CATEGORIES}
+    assert any(x.hard_negative_of == "weapons" for x in listings)
+    titles = {x.title for x in listings if x.category == "tobacco"}
+    assert len(titles) > 5  # variation and misspellings, not five fixed strings
