@@ -1,45 +1,23 @@
 """Score listing photos with the Image Score model and write ``image_score`` into the index.
 
 Input: JSON lines ``{"id": listing id, "photo": path of its photo}``. Photos are scored
-in batches by the exported ONNX model (``models/image_score/<version>``), and each
-batch goes to the engine as bulk partial updates (``{"doc": {"image_score": s}}``), so
-nothing else in the documents changes.
-
-- Resumable: after every batch the number of input lines done is saved in
-  ``{state_dir}/checkpoint.json`` (with the input's size and mtime). A rerun on the same
-  input starts after them.
-- Counted and set aside: malformed input rows, unreadable photos and updates the engine
-  refuses (e.g. an id not in the index) go to ``{state_dir}/rejects.jsonl`` with the
-  reason.
-- The embedded engine has no partial updates: put ``image_score`` in the catalog and
-  re-index instead.
+in batches by the exported ONNX model (``models/image_score/<version>``) and written as
+bulk partial updates (``{"doc": {"image_score": s}}``) by :mod:`feature_jobs.bulk_update`
+(resumable, counted, rejects set aside with the reason).
 """
 
 from __future__ import annotations
 
 import json
-import os
-from itertools import islice
 from pathlib import Path
 
 import onnxruntime as ort
-import orjson
 from PIL import Image
 
 from app.engines import Engine
 from app.image_input import to_input
 from app.scoring import MANIFEST, MODEL_FILE
-
-
-def _checkpoint(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def _input_stamp(path: Path) -> dict:
-    stat = path.stat()
-    return {"input": str(path), "size": stat.st_size, "mtime": stat.st_mtime}
+from feature_jobs.bulk_update import bulk_update
 
 
 class ImageScorer:
@@ -61,49 +39,26 @@ class ImageScorer:
         return scores.tolist()
 
 
+def load_photos(rows: list[dict]) -> tuple[list[dict], list[Image.Image], list[tuple[dict, str]]]:
+    """(rows whose photo opened, the photos as RGB, [(row, reason)] for the others)."""
+    ok, images, refused = [], [], []
+    for row in rows:
+        try:
+            with Image.open(Path(row["photo"])) as im:
+                images.append(im.convert("RGB"))
+            ok.append(row)
+        except (OSError, KeyError, TypeError) as exc:
+            refused.append((row, f"unreadable photo: {exc!r}"))
+    return ok, images, refused
+
+
 async def backfill_image_scores(engine: Engine, alias: str, photos: Path, scorer: ImageScorer,
                                 state_dir: Path, batch: int = 32) -> dict:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = state_dir / "checkpoint.json"
-    stamp = _input_stamp(photos)
-    done = 0
-    if checkpoint.exists():
-        saved = json.loads(checkpoint.read_text())
-        if {k: saved.get(k) for k in stamp} == stamp:
-            done = saved["lines_done"]
-    counts = {"skipped_done": done, "updated": 0, "rejected": 0}
-    with open(photos, "rb") as lines, open(state_dir / "rejects.jsonl", "ab") as rejects:
-        def reject(row, reason: str) -> None:
-            rejects.write(orjson.dumps({"row": row, "reason": reason}) + b"\n")
-            counts["rejected"] += 1
+    def score_batch(rows: list[dict]):
+        ok, images, refused = load_photos(rows)
+        scores = scorer.score(images) if images else []
+        return [(str(r["id"]), {"image_score": s}) for r, s in zip(ok, scores, strict=True)], \
+            refused
 
-        rows = islice(lines, done, None)
-        while chunk := list(islice(rows, batch)):
-            ids, images = [], []
-            for line in chunk:
-                try:
-                    row = orjson.loads(line)
-                    listing_id, path = str(row["id"]), Path(row["photo"])
-                except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                    reject(line.decode("utf-8", "replace").strip(), f"malformed row: {exc}")
-                    continue
-                try:
-                    with Image.open(path) as im:
-                        images.append(im.convert("RGB"))
-                    ids.append(listing_id)
-                except OSError as exc:
-                    reject(row, f"unreadable photo: {exc}")
-            if ids:
-                actions = [{"_op_type": "update", "_index": alias, "_id": i,
-                            "doc": {"image_score": s}}
-                           for i, s in zip(ids, scorer.score(images), strict=True)]
-                result = await engine.bulk(actions)
-                counts["updated"] += result.indexed
-                for err in result.errors:
-                    reject(err, "refused by the engine")
-            done += len(chunk)
-            rejects.flush()
-            _checkpoint(checkpoint, {**stamp, "lines_done": done, "model": scorer.version})
-    await engine.refresh(alias)
-    return {**counts, "lines_done": done, "model": scorer.version,
-            "rejects": str(state_dir / "rejects.jsonl")}
+    return await bulk_update(engine, alias, photos, state_dir, score_batch, batch,
+                             label=scorer.version)

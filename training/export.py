@@ -20,10 +20,12 @@ from app.scoring import MANIFEST, MODEL_FILE
 from training.ranker_graph import RankerWeights, build_onnx
 
 
-def publish_model(models_dir: Path, name: str, version: str, data: bytes,
+def publish_model(models_dir: Path, name: str, version: str, data: bytes | dict[str, bytes],
                   manifest: dict) -> Path:
-    """Write ``data`` (an ONNX model) and ``manifest`` (plus name, version, created_at and
-    the model's sha256) to ``models_dir/name/version``, atomically; versions never change."""
+    """Write ONNX ``data`` (one model, or {file name: model} for a bundle) and ``manifest``
+    (plus name, version, created_at and the files' sha256) to ``models_dir/name/version``,
+    atomically; versions never change."""
+    files = data if isinstance(data, dict) else {MODEL_FILE: data}
     final = Path(models_dir) / name / version
     if final.exists():
         raise FileExistsError(f"{final} exists; model versions are immutable")
@@ -31,12 +33,16 @@ def publish_model(models_dir: Path, name: str, version: str, data: bytes,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        (tmp / MODEL_FILE).write_bytes(data)
+        for file, content in files.items():
+            (tmp / file).write_bytes(content)
+            onnx.checker.check_model(str(tmp / file))
+        digests = {file: hashlib.sha256(content).hexdigest() for file, content in files.items()}
         manifest = {"name": name, "version": version,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    **manifest, "model_sha256": hashlib.sha256(data).hexdigest()}
+                    **manifest, "sha256": digests}
+        if MODEL_FILE in digests:
+            manifest["model_sha256"] = digests[MODEL_FILE]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        onnx.checker.check_model(str(tmp / MODEL_FILE))
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
