@@ -9,6 +9,8 @@ maps failures to JSON answers: 503 engine unavailable, 504 deadline exceeded.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import logging
 import time
 import uuid
@@ -20,6 +22,7 @@ import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
@@ -28,8 +31,9 @@ from app.backends import open_engine, open_feature_store
 from app.engines import EngineRequestError, EngineUnavailable
 from app.experiments import DEFAULT_ARM, NO_EXPERIMENT, ExperimentConfigError, ExperimentRegistry
 from app.feature_log import FeatureLog
+from app.moderation import Moderator
 from app.recall import RecallParams
-from app.schemas import Flow, SearchRequest
+from app.schemas import Flow, ModerationRequest, SearchRequest
 from app.scoring import ModelError, ModelRegistry
 from app.search import Searcher
 from app.settings import Settings, get_settings
@@ -100,6 +104,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with suppress(OSError, ExperimentConfigError):  # logged; /readyz shows it
             experiments.reload()
         app.state.experiments = experiments
+        app.state.moderator = None
+        if settings.moderation_model_dir is not None:
+            try:
+                app.state.moderator = Moderator(settings.moderation_model_dir)
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("moderation model %s not loaded: %s",
+                          settings.moderation_model_dir, exc)
         watcher = asyncio.create_task(experiments.watch(settings.experiments_poll_s))
         app.state.searcher = Searcher(
             engine, settings.index_alias, store, models,
@@ -248,6 +259,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ValidationError as exc:
             return invalid(field_errors(exc.errors()))
         return await run_search(req, headers)
+
+    @app.post("/v1/moderate", summary="Per-category probabilities that a listing is prohibited")
+    async def moderate(req: ModerationRequest) -> Response:
+        moderator: Moderator | None = app.state.moderator
+        if moderator is None:
+            return error(503, "moderation_unavailable",
+                         "no moderation model loaded (BESTMATCH_MODERATION_MODEL_DIR)")
+        try:
+            photo = Image.open(io.BytesIO(base64.b64decode(req.photo, validate=True)))
+            photo.load()
+        except (ValueError, OSError) as exc:
+            return invalid([{"field": "photo",
+                             "message": f"not a base64-encoded image: {exc}"}])
+        probs = await asyncio.to_thread(moderator.score, [req.title], [req.description],
+                                        [req.price], [photo.convert("RGB")])
+        scores = {c: round(float(p[0]), 6) for c, p in probs.items()}
+        return json_response({"model": moderator.version, "threshold": moderator.threshold,
+                              "categories": scores,
+                              "flagged": [c for c, p in scores.items()
+                                          if p >= moderator.threshold]})
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> Response:

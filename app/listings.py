@@ -104,6 +104,7 @@ def index_body(shards: int = 1, replicas: int = 0) -> dict:
                 "status": keyword,
                 "image_score": {"type": "float"},
                 "violation_score": {"type": "float"},
+                "violation_category": keyword,  # written by the moderation batch job
                 "title_tokens": tokens,
                 "brand_tokens": tokens,
                 "description_tokens": tokens,

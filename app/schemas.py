@@ -51,3 +51,15 @@ class SearchRequest(BaseModel):
         if not self.query.strip():
             raise ValueError("query must contain some text")
         return self
+
+
+class ModerationRequest(BaseModel):
+    """A listing to check before buyers see it (``POST /v1/moderate``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=500)
+    description: str = Field("", max_length=10_000)
+    price: float = Field(ge=0)
+    photo: str = Field(min_length=1, max_length=12_000_000,
+                       description="the listing photo, base64 (JPEG, PNG, WebP)")

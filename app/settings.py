@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     feature_log_max_bytes: int = Field(
         128 * 1024 * 1024, ge=1024, description="start a new log file past this size")
 
+    # --- moderation ---
+    moderation_model_dir: Path | None = Field(
+        None, description="models/moderation/<version>: enables POST /v1/moderate")
+
     # --- request handling ---
     request_deadline_s: float = Field(1.0, gt=0)
     admin_token: str | None = None

@@ -37,7 +37,7 @@ def main() -> None:
     data_s = time.perf_counter() - t0
     found = search(data, config)
     print(json.dumps({"genotypes": found["genotypes"], "unguarded": found["unguarded"]}))
-    results = evaluate(data, found["genotypes"], config)
+    results, _ = evaluate(data, found["genotypes"], config)
     for per in results.values():
         for metrics in per.values():
             metrics.pop("scores"), metrics.pop("labels")

@@ -101,7 +101,8 @@ def test_search_and_evaluation_run_end_to_end_on_a_tiny_set():
     assert set(found["genotypes"]) == {"normal", "reduce"}
     assert len(found["genotypes"]["normal"]) == 2 * config.nodes
     assert all(op != "zero" for op, _ in found["genotypes"]["normal"])
-    results = evaluate(data, found["genotypes"], config, say=lambda msg: None)
+    results, detectors = evaluate(data, found["genotypes"], config, say=lambda msg: None)
+    assert set(detectors) == set(CATEGORIES)
     assert set(results) == set(CATEGORIES)
     for metrics in results.values():
         assert 0.0 <= metrics["nas"]["ap"] <= 1.0 and 0.0 <= metrics["baseline"]["ap"] <= 1.0

@@ -28,10 +28,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from app import tokenizer
+from app.moderation import listing_token_ids, price_input
 from training.moderation.darts import TextNetwork, derive
 from training.simulator.violations import CATEGORIES, PHOTO_SOURCES, generate_violations
-
-MAX_TOKENS = 32
 
 
 @dataclass
@@ -94,11 +93,7 @@ class Data:
 def build_data(config: ModerationConfig, encoder=None) -> Data:
     listings = generate_violations(config.positives_per_category,
                                    config.negatives_per_positive, seed=config.seed)
-    ids = np.zeros((len(listings), MAX_TOKENS), np.int64)
-    for i, listing in enumerate(listings):
-        tokens = tokenizer.token_ids(tokenizer.tokenize(f"{listing.title} {listing.description}"),
-                                     MAX_TOKENS)
-        ids[i, : len(tokens)] = tokens
+    ids = np.stack([listing_token_ids(x.title, x.description) for x in listings])
     if encoder is not None:
         from training.image_score.model import embed
         from training.image_score.photos import base_images
@@ -112,7 +107,7 @@ def build_data(config: ModerationConfig, encoder=None) -> Data:
     rng = np.random.default_rng(config.seed + 1)
     split = rng.choice(["train", "valid", "test"], len(listings), p=[0.6, 0.2, 0.2])
     return Data(torch.from_numpy(ids), torch.from_numpy(image.astype(np.float32)),
-                torch.tensor([np.log1p(x.price) / 12 for x in listings], dtype=torch.float32),
+                torch.from_numpy(price_input([x.price for x in listings])),
                 np.array([x.category for x in listings]), split)
 
 
@@ -222,8 +217,10 @@ def train_detector(make_text, data: Data, category: str, config: ModerationConfi
                    "scores": scores.tolist(), "labels": labels.tolist()}
 
 
-def evaluate(data: Data, genotypes: dict, config: ModerationConfig, say=print) -> dict:
-    """Per category: the derived architecture and the baseline, trained from scratch."""
+def evaluate(data: Data, genotypes: dict, config: ModerationConfig, say=print
+             ) -> tuple[dict, dict[str, Detector]]:
+    """Per category: the derived architecture and the baseline, trained from scratch;
+    (metrics, the derived detectors)."""
     def nas():
         return TextNetwork(tokenizer.TOKEN_BUCKETS, c=config.channels, layers=config.layers,
                            nodes=config.nodes, genotypes=genotypes)
@@ -231,14 +228,16 @@ def evaluate(data: Data, genotypes: dict, config: ModerationConfig, say=print) -
     def baseline():
         return TextCNN(tokenizer.TOKEN_BUCKETS, c=config.channels)
 
-    out = {}
+    out, detectors = {}, {}
     for category in CATEGORIES:
         out[category] = {}
         for name, make in (("nas", nas), ("baseline", baseline)):
             t0 = time.perf_counter()
-            _, metrics = train_detector(make, data, category, config)
+            model, metrics = train_detector(make, data, category, config)
+            if name == "nas":
+                detectors[category] = model
             metrics["seconds"] = round(time.perf_counter() - t0, 1)
             out[category][name] = metrics
             say(f"{category:>18} {name:>8}: AP {metrics['ap']:.3f}  P@{config.threshold} "
                 f"{metrics['precision']:.3f}  R@{config.threshold} {metrics['recall']:.3f}")
-    return out
+    return out, detectors

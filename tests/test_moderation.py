@@ -1,0 +1,139 @@
+"""Moderation detectors: ONNX parity of the exported bundle, the /v1/moderate endpoint
+(input validation, answers), and the batch job writing violation scores into the real
+index."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import orjson
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from app.moderation import Moderator
+from feature_jobs.index_catalog import index_catalog
+from feature_jobs.violation_scores import write_violation_scores
+from tests.conftest import RUN_ID, run
+from training.image_score.photos import base_images
+from training.moderation.export import export_detectors, parity
+from training.moderation.train import ModerationConfig, build_data, evaluate, search
+from training.simulator.violations import CATEGORIES
+
+
+class TinyEncoder(nn.Module):
+    """A stand-in image encoder (the real one is pluggable the same way), for speed."""
+
+    dim = 8
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 5, stride=8)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    encoder = TinyEncoder().eval()
+    config = ModerationConfig(positives_per_category=12, negatives_per_positive=3,
+                              search_epochs=1, eval_epochs=1, layers=3, nodes=2)
+    data = build_data(config, encoder)
+    found = search(data, config, say=lambda msg: None)
+    _, detectors = evaluate(data, found["genotypes"], config, say=lambda msg: None)
+    root = tmp_path_factory.mktemp("moderation-models")
+    model_dir = export_detectors(root, "1", encoder, detectors,
+                                 {"threshold": 0.5, "genotypes": found["genotypes"]})
+    return model_dir, encoder, detectors
+
+
+def photos(n: int):
+    import numpy as np
+
+    return base_images("coins", n, np.random.default_rng(0))
+
+
+def test_exported_detectors_match_torch(bundle):
+    model_dir, encoder, detectors = bundle
+    titles = ["Amazonギフト券 10000円分", "ナイキ スニーカー 27cm", "stun gun high voltage"]
+    worst = parity(model_dir, encoder, detectors, titles, ["", "美品です", "thanks"],
+                   [9800.0, 12000.0, 5000.0], photos(3))
+    assert worst < 1e-5
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["categories"] == list(CATEGORIES)
+    assert set(manifest["sha256"]) == {"encoder.onnx", *(f"{c}.onnx" for c in CATEGORIES)}
+
+
+def _photo_b64() -> str:
+    buf = io.BytesIO()
+    photos(1)[0].save(buf, "JPEG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.integration
+def test_moderate_endpoint_answers_per_category_and_validates_input(client_for, bundle):
+    model_dir, _, _ = bundle
+    body = {"title": "タバコ カートン 未開封", "description": "", "price": 5000,
+            "photo": _photo_b64()}
+    with client_for(moderation_model_dir=model_dir) as client:
+        ok = client.post("/v1/moderate", json=body)
+        assert ok.status_code == 200
+        answer = ok.json()
+        assert set(answer["categories"]) == set(CATEGORIES)
+        assert all(0.0 <= p <= 1.0 for p in answer["categories"].values())
+        assert answer["flagged"] == [c for c, p in answer["categories"].items() if p >= 0.5]
+        bad_photo = client.post("/v1/moderate", json={**body, "photo": "bm90IGFuIGltYWdl"})
+        assert bad_photo.status_code == 422 and bad_photo.json()["fields"][0]["field"] == "photo"
+        missing = client.post("/v1/moderate", json={"title": "", "price": -1})
+        fields = {f["field"] for f in missing.json()["fields"]}
+        assert missing.status_code == 422 and {"title", "price", "photo"} <= fields
+    with client_for() as client:  # no model configured
+        assert client.post("/v1/moderate", json=body).status_code == 503
+
+
+@pytest.mark.integration
+def test_batch_job_writes_violation_scores_into_the_real_index(bundle, engine_url, listings,
+                                                               tmp_path):
+    from app.engines import connect
+
+    model_dir, _, _ = bundle
+    moderator = Moderator(model_dir)
+    alias = f"test-violations-{RUN_ID}"
+    photo = tmp_path / "photo.jpg"
+    photos(1)[0].save(photo)
+    rows = [{"id": x["id"], "title": x["title"], "description": x.get("description", ""),
+             "price": x["price"], "photo": str(photo)} for x in listings[:5]]
+    rows += [{"id": listings[5]["id"], "title": "x", "price": "free", "photo": str(photo)},
+             {"id": "not-in-index", "title": "x", "price": 1, "photo": str(photo)}]
+    path = tmp_path / "listings.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+    async def go():
+        engine = connect("opensearch", engine_url, 30.0)
+        try:
+            await index_catalog(engine, alias, [orjson.dumps(r) for r in listings])
+            summary = await write_violation_scores(engine, alias, path, moderator,
+                                                   tmp_path / "state", batch=3)
+            docs = [(await engine.client.get(index=alias, id=r["id"]))["_source"]
+                    for r in rows[:5]]
+            return summary, docs
+        finally:
+            for index in await engine.indices(f"{alias}-*"):
+                await engine.delete_index(index)
+            await engine.close()
+
+    summary, docs = run(go())
+    assert (summary["updated"], summary["rejected"]) == (5, 2)
+    want = moderator.score([r["title"] for r in rows[:5]],
+                           [r["description"] for r in rows[:5]],
+                           [r["price"] for r in rows[:5]],
+                           [Image.open(photo).convert("RGB")] * 5)  # as saved (JPEG)
+    for k, doc in enumerate(docs):
+        best = max(CATEGORIES, key=lambda c, k=k: want[c][k])
+        assert doc["violation_score"] == pytest.approx(float(want[best][k]), abs=1e-6)
+        assert doc["violation_category"] == (best if want[best][k] >= 0.5 else "")
