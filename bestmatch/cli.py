@@ -146,6 +146,51 @@ def cmd_train_image_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_moderation(args: argparse.Namespace) -> int:
+    from training.moderation.pipeline import train_moderation
+    from training.moderation.train import ModerationConfig
+
+    config = ModerationConfig(positives_per_category=args.positives, layers=args.layers,
+                              search_epochs=args.search_epochs, eval_epochs=args.eval_epochs,
+                              max_skip=args.max_skip)
+    summary = train_moderation(config, Path(args.out),
+                               Path(args.models_dir or _settings().models_dir), args.version,
+                               say=_say)
+    print(json.dumps({k: summary[k] for k in ("model_dir", "results",
+                                               "parity_max_abs_diff")}, indent=2))
+    return 0
+
+
+def cmd_moderation_score(args: argparse.Namespace) -> int:
+    from app.backends import open_engine
+    from app.moderation import Moderator
+    from feature_jobs.violation_scores import write_violation_scores
+
+    s = _settings()
+    moderator = Moderator(Path(args.model_dir))
+
+    async def run():
+        engine = open_engine(s, timeout_s=max(s.engine_timeout_s, 30.0))
+        try:
+            return await write_violation_scores(engine, s.index_alias, Path(args.listings),
+                                                moderator, Path(args.state_dir), args.batch)
+        finally:
+            await engine.close()
+
+    print(json.dumps(asyncio.run(run()), indent=2))
+    return 0
+
+
+def cmd_moderation_add_category(args: argparse.Namespace) -> int:
+    from training.moderation.pipeline import add_category
+
+    summary = add_category(Path(args.base), args.name, Path(args.data),
+                           Path(args.models_dir or _settings().models_dir), args.version,
+                           say=_say)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_images_backfill(args: argparse.Namespace) -> int:
     from app.backends import open_engine
     from feature_jobs.image_backfill import ImageScorer, backfill_image_scores
@@ -294,6 +339,38 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["focal_pairwise", "focal", "cross_entropy", ""])
     t.add_argument("--no-brisque", action="store_true", help="skip the BRISQUE baseline")
     t.set_defaults(func=cmd_train_image_score)
+    t = tsub.add_parser("moderation", help="simulated violations -> DARTS search -> derived "
+                        "detectors per category vs baseline -> report -> ONNX bundle")
+    t.add_argument("--out", default="var/moderation", help="report goes to OUT/VERSION")
+    t.add_argument("--models-dir", help="default: BESTMATCH_MODELS_DIR")
+    t.add_argument("--version", default="", help="model version (default: UTC timestamp)")
+    t.add_argument("--positives", type=int, default=300, help="positives per category")
+    t.add_argument("--layers", type=int, default=5)
+    t.add_argument("--search-epochs", type=int, default=6)
+    t.add_argument("--eval-epochs", type=int, default=8)
+    t.add_argument("--max-skip", type=int, default=2, help="skip cap of derived cells")
+    t.set_defaults(func=cmd_train_moderation)
+
+    p = sub.add_parser("moderation", help="prohibited-item detectors: scoring job, new "
+                       "categories")
+    msub = p.add_subparsers(dest="moderation_command", required=True)
+    m = msub.add_parser("score", help="write violation_score / violation_category into the "
+                        "index (bulk partial updates, resumable)")
+    m.add_argument("--listings", required=True,
+                   help='JSON lines {"id", "title", "description", "price", "photo"}')
+    m.add_argument("--model-dir", required=True, help="models/moderation/VERSION")
+    m.add_argument("--state-dir", default="var/moderation-scores")
+    m.add_argument("--batch", type=int, default=32)
+    m.set_defaults(func=cmd_moderation_score)
+    m = msub.add_parser("add-category", help="labelled data -> a new detector, exported with "
+                        "the base bundle's as a new version")
+    m.add_argument("--name", required=True)
+    m.add_argument("--data", required=True,
+                   help='JSON lines {"title", "description", "price", "photo", "label"}')
+    m.add_argument("--base", required=True, help="models/moderation/VERSION to extend")
+    m.add_argument("--version", required=True, help="the new version")
+    m.add_argument("--models-dir", help="default: BESTMATCH_MODELS_DIR")
+    m.set_defaults(func=cmd_moderation_add_category)
 
     p = sub.add_parser("images", help="Image Score jobs")
     isub = p.add_subparsers(dest="images_command", required=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from dataclasses import asdict
 
 import orjson
 import pytest
@@ -19,7 +20,7 @@ from feature_jobs.index_catalog import index_catalog
 from feature_jobs.violation_scores import write_violation_scores
 from tests.conftest import RUN_ID, run
 from training.image_score.photos import base_images
-from training.moderation.export import export_detectors, parity
+from training.moderation.export import encoder_onnx, export_detectors, parity
 from training.moderation.train import ModerationConfig, build_data, evaluate, search
 from training.simulator.violations import CATEGORIES
 
@@ -47,8 +48,9 @@ def bundle(tmp_path_factory):
     found = search(data, config, say=lambda msg: None)
     _, detectors = evaluate(data, found["genotypes"], config, say=lambda msg: None)
     root = tmp_path_factory.mktemp("moderation-models")
-    model_dir = export_detectors(root, "1", encoder, detectors,
-                                 {"threshold": 0.5, "genotypes": found["genotypes"]})
+    model_dir = export_detectors(root, "1", encoder_onnx(encoder), encoder.dim, detectors,
+                                 {"threshold": 0.5, "genotypes": found["genotypes"],
+                                  "config": asdict(config), "encoder": "tiny"})
     return model_dir, encoder, detectors
 
 
@@ -137,3 +139,26 @@ def test_batch_job_writes_violation_scores_into_the_real_index(bundle, engine_ur
         best = max(CATEGORIES, key=lambda c, k=k: want[c][k])
         assert doc["violation_score"] == pytest.approx(float(want[best][k]), abs=1e-6)
         assert doc["violation_category"] == (best if want[best][k] >= 0.5 else "")
+
+
+def test_a_new_category_is_one_call_from_labelled_data_to_a_served_detector(bundle, tmp_path):
+    from training.moderation.pipeline import add_category
+
+    model_dir, _, _ = bundle
+    rng = __import__("numpy").random.default_rng(3)
+    photo = tmp_path / "p.jpg"
+    photos(1)[0].save(photo)
+    rows = [{"title": f"生体 {'ハムスター' if k % 2 else 'インコ'} 販売 {k}", "price": 3000,
+             "photo": str(photo), "label": 1} for k in range(40)]
+    rows += [{"title": f"ペット用品 ケージ {k}", "price": float(rng.integers(500, 9000)),
+              "photo": str(photo), "label": 0} for k in range(120)]
+    labelled = tmp_path / "live_animals.jsonl"
+    labelled.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    summary = add_category(model_dir, "live_animals", labelled, tmp_path / "models", "2",
+                           ModerationConfig(eval_epochs=2), say=lambda msg: None)
+    served = Moderator(tmp_path / "models" / "moderation" / "2")
+    assert served.categories == [*CATEGORIES, "live_animals"]
+    probs = served.score(["生体 ハムスター 販売", "ペット用品 ケージ"], ["", ""], [3000, 3000],
+                         photos(1) * 2)
+    assert probs["live_animals"][0] > probs["live_animals"][1]
+    assert 0.0 <= summary["metrics"]["ap"] <= 1.0

@@ -34,19 +34,28 @@ def _onnx(module: nn.Module, args: tuple, names: list[str], output: str) -> byte
     return buf.getvalue()
 
 
-def export_detectors(models_dir, version: str, encoder: nn.Module,
-                     detectors: dict[str, Detector], manifest: dict) -> Path:
-    """``models_dir/moderation/version``: encoder.onnx + one ONNX per category."""
-    files = {"encoder.onnx": _onnx(encoder, (torch.zeros(1, 3, SIZE, SIZE),), ["image"],
-                                   "embedding")}
-    example = (torch.ones(1, MAX_TOKENS, dtype=torch.long), torch.zeros(1, encoder.dim),
+def encoder_onnx(encoder: nn.Module) -> bytes:
+    return _onnx(encoder, (torch.zeros(1, 3, SIZE, SIZE),), ["image"], "embedding")
+
+
+def detector_onnx(detector: Detector, image_dim: int) -> bytes:
+    example = (torch.ones(1, MAX_TOKENS, dtype=torch.long), torch.zeros(1, image_dim),
                torch.zeros(1))
-    for category, detector in detectors.items():
-        files[f"{category}.onnx"] = _onnx(_Probability(detector), example,
-                                          ["ids", "image", "price"], "probability")
+    return _onnx(_Probability(detector), example, ["ids", "image", "price"], "probability")
+
+
+def export_detectors(models_dir, version: str, encoder: bytes, image_dim: int,
+                     detectors: dict[str, Detector], manifest: dict,
+                     keep: dict[str, bytes] | None = None) -> Path:
+    """``models_dir/moderation/version``: the encoder (ONNX bytes, see :func:`encoder_onnx`)
+    and one ONNX per category (``keep``: detectors of an earlier version carried over as
+    they are, by category)."""
+    files = {"encoder.onnx": encoder}
+    files.update({f"{c}.onnx": data for c, data in (keep or {}).items()})
+    files.update({f"{c}.onnx": detector_onnx(d, image_dim) for c, d in detectors.items()})
     return publish_model(models_dir, MODEL_NAME, version, files, {
-        "kind": "violation_detectors", "categories": list(detectors), "max_tokens": MAX_TOKENS,
-        **manifest})
+        "kind": "violation_detectors", "categories": [*(keep or {}), *detectors],
+        "max_tokens": MAX_TOKENS, **manifest})
 
 
 @torch.no_grad()
