@@ -118,3 +118,15 @@ def test_simulated_violations_have_labels_variation_and_hard_negatives():
     assert any(x.hard_negative_of == "weapons" for x in listings)
     titles = {x.title for x in listings if x.category == "tobacco"}
     assert len(titles) > 5  # variation and misspellings, not five fixed strings
+
+
+def test_second_order_search_moves_the_architecture_weights():
+    from training.moderation.train import ModerationConfig, build_data, search
+
+    config = ModerationConfig(positives_per_category=8, negatives_per_positive=2,
+                              search_epochs=1, layers=3, nodes=2, second_order=True)
+    data = build_data(config)
+    found = search(data, config, say=lambda msg: None)
+    alphas = torch.tensor(found["alpha_normal"])
+    assert torch.allclose(alphas.sum(-1), torch.ones(len(alphas)))
+    assert alphas.std() > 0  # moved away from the near-uniform start

@@ -9,8 +9,9 @@
 2. Search phase on a balanced proxy set stratified over categories (every category's
    training positives and as many negatives; one output per category): first-order
    DARTS, alternating an Adam step of the architecture weights on one half with a step
-   of the network weights on the other. Then :func:`training.moderation.darts.derive`
-   with the skip cap (the collapse guard); the unguarded derivation is reported too.
+   of the network weights on the other (``second_order``: the unrolled gradient). Then
+   :func:`training.moderation.darts.derive` with the skip cap (the collapse guard); the
+   unguarded derivation is reported too.
 3. Evaluation phase: per category, the derived architecture is trained from scratch as
    a binary detector (training negatives downsampled to 3 per positive), and so is the
    fixed hand-designed baseline (:class:`TextCNN`) on the same inputs and budget.
@@ -45,7 +46,7 @@ class ModerationConfig:
     max_skip: int = 2
     threshold: float = 0.9
     seed: int = 0
-    image: bool = True  # the pretrained image branch (off: text and price only)
+    second_order: bool = False  # DARTS's unrolled architecture gradient (slower)
 
 
 class TextCNN(nn.Module):
@@ -139,13 +140,20 @@ def search(data: Data, config: ModerationConfig, say=print) -> dict:
         logits = model(data.ids[rows], data.image[rows], data.price[rows])
         return F.binary_cross_entropy_with_logits(logits, target[rows])
 
+    weights = [p for p in model.parameters() if id(p) not in arch_ids]
     t0 = time.perf_counter()
     for epoch in range(config.search_epochs):
         model.train()
         for rows_w, rows_a in zip(_batches(half_w, 64, rng), _batches(half_a, 64, rng),
                                   strict=False):
             a_opt.zero_grad()
-            loss(rows_a).backward()  # first-order: architecture step at the current w
+            if config.second_order:
+                grads = unrolled_arch_grads(arch, weights, loss, rows_w, rows_a,
+                                            w_opt.param_groups[0]["lr"])
+                for a, g in zip(arch, grads, strict=True):
+                    a.grad = g
+            else:
+                loss(rows_a).backward()  # first-order: architecture step at the current w
             a_opt.step()
             w_opt.zero_grad()
             loss(rows_w).backward()
@@ -161,6 +169,36 @@ def search(data: Data, config: ModerationConfig, say=print) -> dict:
             "alpha_normal": F.softmax(net.alpha_normal, -1).tolist(),
             "alpha_reduce": F.softmax(net.alpha_reduce, -1).tolist(),
             "proxy_size": len(proxy)}
+
+
+def unrolled_arch_grads(arch: list, weights: list, loss, rows_w, rows_a, xi: float
+                        ) -> list[torch.Tensor]:
+    """DARTS's second-order architecture gradient: the validation loss after one virtual
+    step w' = w - xi * grad_w L_train, minus xi times the Hessian-vector term taken by
+    finite differences at w +- eps * grad_w' L_val (Liu et al., eq. 7-8)."""
+    backup = [p.detach().clone() for p in weights]
+
+    def grads(value, params):
+        return [torch.zeros_like(p) if g is None else g
+                for p, g in zip(params, torch.autograd.grad(value, params, allow_unused=True),
+                                strict=True)]
+
+    def set_weights(delta_sign: float, direction) -> None:
+        with torch.no_grad():
+            for p, b, d in zip(weights, backup, direction, strict=True):
+                p.copy_(b + delta_sign * d)
+
+    set_weights(-xi, grads(loss(rows_w), weights))  # the virtual step
+    g = grads(loss(rows_a), arch + weights)
+    d_arch, d_w = g[: len(arch)], g[len(arch):]
+    eps = 0.01 / (torch.sqrt(sum((d ** 2).sum() for d in d_w)) + 1e-12)
+    set_weights(eps, d_w)
+    plus = grads(loss(rows_w), arch)
+    set_weights(-eps, d_w)
+    minus = grads(loss(rows_w), arch)
+    set_weights(0.0, d_w)  # restore w
+    return [da - xi * (gp - gm) / (2 * eps)
+            for da, gp, gm in zip(d_arch, plus, minus, strict=True)]
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
