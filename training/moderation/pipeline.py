@@ -89,12 +89,12 @@ def train_moderation(config: ModerationConfig, out_dir: Path, models_dir: Path, 
     found = search(data, config, say)
     results, detectors = evaluate(data, found["genotypes"], config, say)
     write_report(out, config, found, results)
+    metrics = {c: {k: {m: v[m] for m in ("ap", "precision", "recall")} for k, v in per.items()}
+               for c, per in results.items()}
     model_dir = export_detectors(models_dir, version, encoder_onnx(encoder), encoder.dim,
                                  detectors, {
         "threshold": config.threshold, "encoder": encoder_name,
-        "genotypes": found["genotypes"], "config": asdict(config),
-        "metrics": {c: {k: {m: v[m] for m in ("ap", "precision", "recall")}
-                        for k, v in per.items()} for c, per in results.items()}})
+        "genotypes": found["genotypes"], "config": asdict(config), "metrics": metrics})
     from training.image_score.photos import base_images
 
     photos = base_images("coins", 2, np.random.default_rng(0))
@@ -104,8 +104,7 @@ def train_moderation(config: ModerationConfig, out_dir: Path, models_dir: Path, 
         shutil.rmtree(model_dir)
         raise RuntimeError(f"ONNX parity {worst:.2e} > {PARITY_TOLERANCE}; {model_dir} removed")
     summary = {"version": version, "model_dir": str(model_dir), "search": found,
-               "results": {c: {k: {m: v[m] for m in ("ap", "precision", "recall")}
-                               for k, v in per.items()} for c, per in results.items()},
+               "results": metrics,
                "parity_max_abs_diff": worst}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     say(f"exported {model_dir} (parity {worst:.1e}); report {out / 'report.md'}")
