@@ -162,3 +162,22 @@ def test_a_new_category_is_one_call_from_labelled_data_to_a_served_detector(bund
                          photos(1) * 2)
     assert probs["live_animals"][0] > probs["live_animals"][1]
     assert 0.0 <= summary["metrics"]["ap"] <= 1.0
+
+
+def test_training_command_writes_the_report_and_a_served_bundle(tmp_path, monkeypatch):
+    from training.image_score import model as image_model
+    from training.moderation.pipeline import train_moderation
+
+    monkeypatch.setitem(image_model.ENCODERS, "tiny", TinyEncoder)
+    torch.manual_seed(0)
+    config = ModerationConfig(positives_per_category=12, negatives_per_positive=3,
+                              search_epochs=1, eval_epochs=1, layers=3, nodes=2)
+    summary = train_moderation(config, tmp_path / "out", tmp_path / "models", "1",
+                               encoder_name="tiny", say=lambda msg: None)
+    report = (tmp_path / "out" / "1" / "report.md").read_text()
+    assert all(f"| {c} | nas |" in report and f"| {c} | baseline |" in report
+               for c in CATEGORIES)
+    assert report.count("node 2 = ") >= 2  # both derived cells written out
+    assert (tmp_path / "out" / "1" / "pr_curves.png").stat().st_size > 0
+    assert summary["parity_max_abs_diff"] < 1e-5
+    assert Moderator(tmp_path / "models" / "moderation" / "1").categories == list(CATEGORIES)
