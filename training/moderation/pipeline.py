@@ -130,7 +130,7 @@ def add_category(base_dir: Path, name: str, labelled: Path, models_dir: Path, ve
     from app.moderation import Moderator, listing_token_ids, price_input
     from app.scoring import MANIFEST
     from training.moderation.darts import TextNetwork
-    from training.moderation.train import Data, train_detector
+    from training.moderation.train import Data, stratified_split, train_detector
 
     config = config or ModerationConfig()
     base = json.loads((base_dir / MANIFEST).read_text())
@@ -140,13 +140,13 @@ def add_category(base_dir: Path, name: str, labelled: Path, models_dir: Path, ve
     images = [Image.open(r["photo"]).convert("RGB") for r in rows]
     # the served encoder itself, so the new detector sees exactly what it will be served
     (emb,) = Moderator(base_dir).encoder.run(None, {"image": to_input(images)})
-    split = np.random.default_rng(config.seed + 1).choice(["train", "valid", "test"], len(rows),
-                                                          p=[0.6, 0.2, 0.2])
+    labels = np.array([name if r["label"] else "" for r in rows])
+    split = stratified_split(labels, np.random.default_rng(config.seed + 1))
     data = Data(torch.from_numpy(np.stack([listing_token_ids(r["title"],
                                                              r.get("description", ""))
                                            for r in rows])),
                 torch.from_numpy(emb), torch.from_numpy(price_input([r["price"] for r in rows])),
-                np.array([name if r["label"] else "" for r in rows]), split)
+                labels, split)
     cfg = ModerationConfig(**{**asdict(config), **{k: base["config"][k] for k in
                                                    ("channels", "layers", "nodes")}})
     detector, metrics = train_detector(

@@ -2,7 +2,7 @@
 
 1. Data: :func:`training.simulator.violations.generate_violations`; text = the shared
    tokeniser's ids of title + description, image = the frozen Image Score encoder's
-   embedding of the listing's photo, price = log price. Split per category 60/20/20;
+   embedding of the listing's photo, price = log price. Split 60/20/20 within each label;
    the held-out test set of a category has its positives and 3 negatives per positive
    (the published evaluation's 1:3), drawn from every other listing (hard negatives
    and other categories included).
@@ -91,6 +91,17 @@ class Data:
     split: np.ndarray  # train / valid / test
 
 
+def stratified_split(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """train / valid / test at 60/20/20 within every label (so each category is tested)."""
+    split = np.empty(len(labels), dtype="<U5")
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        cut = np.cumsum([int(round(0.6 * len(rows))), int(round(0.2 * len(rows)))])
+        split[rows[: cut[0]]], split[rows[cut[0]: cut[1]]] = "train", "valid"
+        split[rows[cut[1]:]] = "test"
+    return split
+
+
 def build_data(config: ModerationConfig, encoder=None) -> Data:
     listings = generate_violations(config.positives_per_category,
                                    config.negatives_per_positive, seed=config.seed)
@@ -105,11 +116,10 @@ def build_data(config: ModerationConfig, encoder=None) -> Data:
         image = np.stack([table[listing.photo] for listing in listings])
     else:
         image = np.zeros((len(listings), 0), np.float32)
-    rng = np.random.default_rng(config.seed + 1)
-    split = rng.choice(["train", "valid", "test"], len(listings), p=[0.6, 0.2, 0.2])
+    category = np.array([x.category for x in listings])
+    split = stratified_split(category, np.random.default_rng(config.seed + 1))
     return Data(torch.from_numpy(ids), torch.from_numpy(image.astype(np.float32)),
-                torch.from_numpy(price_input([x.price for x in listings])),
-                np.array([x.category for x in listings]), split)
+                torch.from_numpy(price_input([x.price for x in listings])), category, split)
 
 
 def _batches(rows: np.ndarray, size: int, rng: np.random.Generator):

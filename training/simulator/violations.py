@@ -2,7 +2,8 @@
 
 Six violation categories with Japanese and English wording, written with variation
 (word order, optional words, spacing, full-width letters) and misspellings (dropped,
-doubled or swapped characters), priced by the category's own signal (counterfeits far
+doubled or swapped characters); 40% of positives evade filters with euphemisms that
+legitimate listings use too (``EVASIVE``). Prices follow the category's own signal (counterfeits far
 below the brand's market price, cash equivalents near face value). Hard negatives are
 legitimate listings that share the words (a knife-shaped keyholder, a cigarette case,
 genuine brand goods at market price, gift wrapping). Every listing gets a photo id:
@@ -53,21 +54,38 @@ POSITIVE = {
               ["adult dvd 18+ set", "adult toy new", "18+ magazine bundle"],
               (800, 15_000)),
 }
+# How sellers evade filters: euphemisms that legitimate listings use too (HARD_NEGATIVE).
+EVASIVE = {
+    "counterfeit": (["{brand} 風 バッグ", "{brand} タイプ 財布 新品", "{brand} 似 時計"],
+                    ["{brand} style bag", "{brand} inspired watch"]),
+    "weapons": (["アウトドア ナイフ 大型", "護身 グッズ 強力", "エアガン 本体 パワー"],
+                ["outdoor knife large", "self defense tool"]),
+    "prescription_drugs": (["お薬 あまり 錠剤", "サプリ 海外 強め", "錠剤 シート まとめ"],
+                           ["leftover tablets", "strong supplement overseas"]),
+    "cash_equivalents": (["ギフト券 まとめ", "金券 各種", "ポイント カード 残高あり"],
+                         ["gift card bundle", "prepaid card with balance"]),
+    "tobacco": (["海外 土産 箱 未開封", "リキッド 強め", "カートン ケース付き"],
+                ["overseas souvenir box sealed", "strong liquid refill"]),
+    "adult": (["大人 向け DVD セット", "R18 本 まとめ", "大人 の おもちゃ"],
+              ["adults only dvd set", "R18 books bundle"]),
+}
 HARD_NEGATIVE = {
     "counterfeit": (["{brand} 正規品 バッグ 美品", "{brand} 本物 財布 鑑定済み"],
                     ["authentic {brand} bag", "genuine {brand} wallet with receipt"],
                     (40_000, 200_000)),
-    "weapons": (["ナイフ型 キーホルダー", "エアガン用 ターゲット 的", "包丁 研ぎ石"],
-                ["knife shaped keychain", "target for airsoft", "kitchen knife sharpener"],
+    "weapons": (["ナイフ型 キーホルダー", "エアガン用 ターゲット 的", "包丁 研ぎ石",
+                 "アウトドア ナイフ 小型 キャンプ"],
+                ["knife shaped keychain", "target for airsoft", "outdoor knife small camping"],
                 (300, 3_000)),
-    "prescription_drugs": (["ピルケース 薬入れ", "お薬手帳 カバー", "救急箱 空"],
-                           ["pill case organizer", "empty first aid box"], (300, 2_000)),
-    "cash_equivalents": (["ギフト ラッピング 袋", "お年玉袋 ポチ袋", "財布 長財布 ブランド"],
-                         ["gift wrapping bags", "money envelope set"], (200, 5_000)),
-    "tobacco": (["タバコケース 革", "灰皿 アンティーク", "ライター ジッポ"],
-                ["leather cigarette case", "antique ashtray", "zippo lighter"], (500, 8_000)),
-    "adult": (["大人 服 セット", "成人式 振袖 レンタル", "大人用 おもちゃ 知育"],
-              ["adult clothing set", "coming of age kimono"], (1_000, 30_000)),
+    "prescription_drugs": (["ピルケース 薬入れ", "お薬手帳 カバー", "サプリ ビタミン 錠剤"],
+                           ["pill case organizer", "vitamin supplement tablets"],
+                           (300, 4_000)),
+    "cash_equivalents": (["ギフト ラッピング 袋", "お年玉袋 ポチ袋", "ギフト カタログ 未使用"],
+                         ["gift wrapping bags", "gift catalog unused"], (200, 5_000)),
+    "tobacco": (["タバコケース 革", "灰皿 アンティーク", "海外 土産 お菓子 箱"],
+                ["leather cigarette case", "overseas souvenir sweets box"], (500, 8_000)),
+    "adult": (["大人 服 セット", "大人 向け 絵本", "大人用 おもちゃ 知育", "DVD セット 映画"],
+              ["adult clothing set", "movie dvd set"], (1_000, 30_000)),
 }
 NEUTRAL = (["ナイキ スニーカー 27cm 美品", "iPhone 13 128GB 本体", "絵本 セット 10冊",
             "ソファ 2人掛け 北欧", "キャンプ テント 4人用"],
@@ -131,12 +149,17 @@ def _listing(spec, rng, category: str, hard_of: str, photo_category: str) -> Lis
 
 
 def generate_violations(positives_per_category: int, negatives_per_positive: int = 10,
-                        hard_share: float = 0.3, seed: int = 0) -> list[Listing]:
-    """Positives of every category, then legitimate listings (``hard_share`` of them
-    hard negatives), shuffled."""
+                        hard_share: float = 0.3, evasive_share: float = 0.4,
+                        seed: int = 0) -> list[Listing]:
+    """Positives of every category (``evasive_share`` of them in euphemisms that
+    legitimate listings share), then legitimate listings (``hard_share`` of them hard
+    negatives), shuffled."""
     rng = np.random.default_rng(seed)
-    out = [_listing(POSITIVE[c], rng, c, "", c) for c in CATEGORIES
-           for _ in range(positives_per_category)]
+    out = []
+    for c in CATEGORIES:
+        for _ in range(positives_per_category):
+            words = EVASIVE[c] + POSITIVE[c][2:] if rng.random() < evasive_share else POSITIVE[c]
+            out.append(_listing(words, rng, c, "", c))
     n_neg = positives_per_category * len(CATEGORIES) * negatives_per_positive
     for _ in range(n_neg):
         if rng.random() < hard_share:
