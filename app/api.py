@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.moderation_model_dir is not None:
             try:
                 app.state.moderator = Moderator(settings.moderation_model_dir)
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:  # ORT: RuntimeError
                 log.error("moderation model %s not loaded: %s",
                           settings.moderation_model_dir, exc)
         watcher = asyncio.create_task(experiments.watch(settings.experiments_poll_s))
