@@ -10,16 +10,14 @@ both score through :class:`Moderator`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from app import tokenizer
 from app.image_input import to_input
-from app.scoring import MANIFEST
+from app.scoring import cpu_session, read_manifest
 
 MAX_TOKENS = 32
 
@@ -38,16 +36,10 @@ def price_input(prices) -> np.ndarray:
 
 class Moderator:
     def __init__(self, model_dir: Path, threads: int = 1):
-        manifest = json.loads((model_dir / MANIFEST).read_text())
-        if manifest.get("kind") != "violation_detectors":
-            raise ValueError(f"{model_dir} is not a moderation model (kind "
-                             f"{manifest.get('kind')!r})")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        manifest = read_manifest(model_dir, "violation_detectors")
 
-        def session(file: str) -> ort.InferenceSession:
-            return ort.InferenceSession(str(model_dir / file), opts,
-                                        providers=["CPUExecutionProvider"])
+        def session(file: str):
+            return cpu_session(model_dir / file, threads)
 
         self.categories: list[str] = manifest["categories"]
         self.threshold: float = manifest["threshold"]

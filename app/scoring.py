@@ -60,6 +60,21 @@ class LoadedModel:
         return {"name": self.name, "version": self.version, "provider": self.provider}
 
 
+def read_manifest(model_dir: Path, kind: str) -> dict:
+    """The manifest of a model directory whose ``kind`` must be ``kind``."""
+    manifest = json.loads((model_dir / MANIFEST).read_text())
+    if manifest.get("kind") != kind:
+        raise ValueError(f"{model_dir} is not a {kind} model (kind {manifest.get('kind')!r})")
+    return manifest
+
+
+def cpu_session(path: Path, threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime session on the CPU provider (batch jobs, moderation)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=[CPU])
+
+
 def _version_key(v: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", v))
 

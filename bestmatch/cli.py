@@ -44,23 +44,33 @@ def cmd_devstack(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_index(args: argparse.Namespace) -> int:
+def _with_engine(job):
+    """Run ``job(engine, alias)`` on the configured engine (a batch-job timeout), then close."""
     from app.backends import open_engine
-    from feature_jobs.index_catalog import index_catalog
 
     s = _settings()
-    rejects = Path(args.rejects) if args.rejects else Path(f"{args.input}.rejects.jsonl")
 
     async def run():
         engine = open_engine(s, timeout_s=max(s.engine_timeout_s, 30.0))
         try:
-            with open(args.input, "rb") as lines:
-                return await index_catalog(engine, s.index_alias, lines, rejects,
-                                           keep_previous=args.keep_previous)
+            return await job(engine, s.index_alias)
         finally:
             await engine.close()
 
-    report = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from feature_jobs.index_catalog import index_catalog
+
+    rejects = Path(args.rejects) if args.rejects else Path(f"{args.input}.rejects.jsonl")
+
+    async def job(engine, alias):
+        with open(args.input, "rb") as lines:
+            return await index_catalog(engine, alias, lines, rejects,
+                                       keep_previous=args.keep_previous)
+
+    report = _with_engine(job)
     print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
     if report.rejected:
         print(f"{report.rejected} rows rejected, see {rejects}", file=sys.stderr)
@@ -162,22 +172,13 @@ def cmd_train_moderation(args: argparse.Namespace) -> int:
 
 
 def cmd_moderation_score(args: argparse.Namespace) -> int:
-    from app.backends import open_engine
     from app.moderation import Moderator
     from feature_jobs.violation_scores import write_violation_scores
 
-    s = _settings()
     moderator = Moderator(Path(args.model_dir))
-
-    async def run():
-        engine = open_engine(s, timeout_s=max(s.engine_timeout_s, 30.0))
-        try:
-            return await write_violation_scores(engine, s.index_alias, Path(args.listings),
-                                                moderator, Path(args.state_dir), args.batch)
-        finally:
-            await engine.close()
-
-    print(json.dumps(asyncio.run(run()), indent=2))
+    print(json.dumps(_with_engine(lambda engine, alias: write_violation_scores(
+        engine, alias, Path(args.listings), moderator, Path(args.state_dir), args.batch)),
+        indent=2))
     return 0
 
 
@@ -192,22 +193,12 @@ def cmd_moderation_add_category(args: argparse.Namespace) -> int:
 
 
 def cmd_images_backfill(args: argparse.Namespace) -> int:
-    from app.backends import open_engine
     from feature_jobs.image_backfill import ImageScorer, backfill_image_scores
 
-    s = _settings()
     scorer = ImageScorer(Path(args.model_dir))
-
-    async def run():
-        engine = open_engine(s, timeout_s=max(s.engine_timeout_s, 30.0))
-        try:
-            return await backfill_image_scores(engine, s.index_alias, Path(args.photos),
-                                               scorer, Path(args.state_dir), args.batch)
-        finally:
-            await engine.close()
-
-    summary = asyncio.run(run())
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(_with_engine(lambda engine, alias: backfill_image_scores(
+        engine, alias, Path(args.photos), scorer, Path(args.state_dir), args.batch)),
+        indent=2))
     return 0
 
 

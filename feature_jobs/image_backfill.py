@@ -8,15 +8,13 @@ bulk partial updates (``{"doc": {"image_score": s}}``) by :mod:`feature_jobs.bul
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import onnxruntime as ort
 from PIL import Image
 
 from app.engines import Engine
 from app.image_input import to_input
-from app.scoring import MANIFEST, MODEL_FILE
+from app.scoring import MODEL_FILE, cpu_session, read_manifest
 from feature_jobs.bulk_update import bulk_update
 
 
@@ -24,14 +22,8 @@ class ImageScorer:
     """The exported model: images -> scores in [0, 1]."""
 
     def __init__(self, model_dir: Path, threads: int = 2):
-        manifest = json.loads((model_dir / MANIFEST).read_text())
-        if manifest.get("kind") != "image_quality":
-            raise ValueError(f"{model_dir} is not an Image Score model (kind "
-                             f"{manifest.get('kind')!r})")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(model_dir / MODEL_FILE), opts,
-                                            providers=["CPUExecutionProvider"])
+        manifest = read_manifest(model_dir, "image_quality")
+        self.session = cpu_session(model_dir / MODEL_FILE, threads)
         self.version = f"{manifest['name']}/{manifest['version']}"
 
     def score(self, images: list[Image.Image]) -> list[float]:
