@@ -7,7 +7,6 @@ backfill job runs it: preprocessing (resize, scale) plus the model, in batches.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.report import publish  # noqa: E402
 from feature_jobs.image_backfill import ImageScorer  # noqa: E402
 from training.image_score.photos import build_photo_set  # noqa: E402
 
@@ -41,10 +41,9 @@ def main() -> None:
         for i in range(0, len(images), args.batch):
             scorer.score(images[i: i + args.batch])
         rates.append(len(images) / (time.perf_counter() - t0))
-    print(json.dumps({"images": len(images), "batch": args.batch, "threads": args.threads,
-                      "images_per_s_median": round(float(np.median(rates)), 1),
-                      "rounds": [round(r, 1) for r in rates],
-                      "machine": f"{os.cpu_count()} cores, {os.uname().machine}"}, indent=2))
+    publish({"images": len(images), "batch": args.batch, "threads": args.threads,
+             "images_per_s_median": round(float(np.median(rates)), 1),
+             "rounds": [round(r, 1) for r in rates]})
 
 
 if __name__ == "__main__":

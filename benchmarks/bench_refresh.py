@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import devstack  # noqa: E402
+from benchmarks.report import publish  # noqa: E402
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 PREFIX = "bench:feat"
@@ -123,11 +124,8 @@ def main() -> None:
         "publish_items_per_s": round(job["items"] / publish_s),
         "redis_benchmark_set_P16_per_s": ceiling,
         "publish_vs_ceiling": round(job["items"] / publish_s / ceiling, 3),
-        "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}",
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    publish(result, args.out)
 
 
 if __name__ == "__main__":

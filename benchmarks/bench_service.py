@@ -16,7 +16,6 @@ store, built from the same simulated marketplace, does the same.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from app.recall import RecallParams, best_match_body  # noqa: E402
 from app.schemas import Filters  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.tokenizer import tokenize_query  # noqa: E402
+from benchmarks.report import publish  # noqa: E402
 from bestmatch.demo import build_demo  # noqa: E402
 from devstack import free_port  # noqa: E402
 from training.simulator.queries import generate_queries  # noqa: E402
@@ -159,11 +159,8 @@ def main() -> None:
         "candidates_k": RecallParams().candidates,
         "engine_direct_ms": {"p50": pct(engine_ms, 50), "p99": pct(engine_ms, 99)},
         **{name: summary(service_ms[name], stages[name], overhead[name]) for name in variants},
-        "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}",
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    publish(result, args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -69,6 +69,24 @@ async def index_rows(kind: str, url: str, alias: str, rows: list[dict]):
         return await index_catalog(engine, alias, [orjson.dumps(r) for r in rows])
     finally:
         await engine.close()
+
+
+@asynccontextmanager
+async def indexed(engine_url: str, alias: str, rows: list[dict]):
+    """An OpenSearch engine with ``rows`` indexed behind ``alias``, dropped afterwards."""
+    engine = connect("opensearch", engine_url, 30.0)
+    try:
+        await index_catalog(engine, alias, [orjson.dumps(r) for r in rows])
+        yield engine
+    finally:
+        for index in await engine.indices(f"{alias}-*"):
+            await engine.delete_index(index)
+        await engine.close()
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return path
 
 
 async def drop_indices(kind: str, url: str, alias: str) -> None:

@@ -20,6 +20,7 @@ import devstack
 from app.feature_store import FeatureStore, connect_redis, current_key, item_key, meta_key
 from feature_jobs.item_stats import PRIOR_STRENGTH
 from feature_jobs.refresh import RefreshConfig, RefreshError, refresh, refresh_lock
+from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.integration
 END = datetime(2026, 11, 10, tzinfo=UTC)
@@ -35,7 +36,7 @@ def write_events(path: Path, clicks: dict[str, tuple[int, int]], bad_rows: int =
     rows.append({"event": "impression", "item_id": "old", "ts": (END - timedelta(days=30))
                  .isoformat()})  # outside the window
     rows += [{"event": "impression", "item_id": None, "ts": ts}] * bad_rows
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 

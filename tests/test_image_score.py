@@ -7,16 +7,13 @@ import json
 
 import numpy as np
 import onnxruntime as ort
-import orjson
 import pytest
 import torch
 from torch.nn import functional as F
 
-from app.engines import connect
 from app.image_input import to_input
 from feature_jobs.image_backfill import ImageScorer, backfill_image_scores
-from feature_jobs.index_catalog import index_catalog
-from tests.conftest import RUN_ID, run
+from tests.conftest import RUN_ID, indexed, run, write_jsonl
 from training.export import publish_model
 from training.image_score.metrics import classify, fit_thresholds, ordered_pair_accuracy
 from training.image_score.model import (
@@ -104,14 +101,11 @@ def test_backfill_writes_scores_into_the_real_index_and_resumes(exported, engine
         rows.append({"id": listing["id"], "photo": str(path)})
     rows += [{"id": listings[6]["id"], "photo": str(tmp_path / "missing.jpg")},
              {"photo": "no id"}, {"id": "not-in-index", "photo": rows[0]["photo"]}]
-    photo_file = tmp_path / "photos.jsonl"
-    photo_file.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    photo_file = write_jsonl(tmp_path / "photos.jsonl", rows)
     scorer = ImageScorer(model_dir)
 
     async def go():
-        engine = connect("opensearch", engine_url, 30.0)
-        try:
-            await index_catalog(engine, alias, [orjson.dumps(r) for r in listings])
+        async with indexed(engine_url, alias, listings) as engine:
             first = await backfill_image_scores(engine, alias, photo_file, scorer,
                                                 tmp_path / "state", batch=4)
             again = await backfill_image_scores(engine, alias, photo_file, scorer,
@@ -121,10 +115,6 @@ def test_backfill_writes_scores_into_the_real_index_and_resumes(exported, engine
                 resp = await engine.client.get(index=alias, id=row["id"])
                 docs[row["id"]] = resp["_source"]["image_score"]
             return first, again, docs
-        finally:
-            for index in await engine.indices(f"{alias}-*"):
-                await engine.delete_index(index)
-            await engine.close()
 
     first, again, docs = run(go())
     assert (first["updated"], first["rejected"]) == (6, 3)

@@ -15,6 +15,7 @@ import pytest
 from app.feature_spec import DEFAULT_PRIORS, DENSE_NAMES, spec_hash
 from app.recall import RecallParams, gauss_decay
 from feature_jobs.item_stats import PRIOR_STRENGTH
+from tests.conftest import write_jsonl
 from training.dataset import LabelConfig, load_logs, to_lists
 from training.simulator import generate_catalog
 from training.simulator.queries import Intent, true_relevance
@@ -168,8 +169,8 @@ def hand_log(tmp_path) -> tuple[Path, Path]:
     bad = dict(rows[0], request_id="graded")
     rows += [dict(bad, event="hover"), dict(bad, item_id="unknown"), dict(bad, position=0)]
     events_path, listings_path = tmp_path / "events.jsonl", tmp_path / "listings.jsonl"
-    events_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-    listings_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in listings))
+    write_jsonl(events_path, rows)
+    write_jsonl(listings_path, listings)
     return events_path, listings_path
 
 

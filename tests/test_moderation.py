@@ -9,16 +9,14 @@ import io
 import json
 from dataclasses import asdict
 
-import orjson
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 from app.moderation import Moderator
-from feature_jobs.index_catalog import index_catalog
 from feature_jobs.violation_scores import write_violation_scores
-from tests.conftest import RUN_ID, run
+from tests.conftest import RUN_ID, indexed, run, write_jsonl
 from training.image_score.photos import base_images
 from training.moderation.export import encoder_onnx, export_detectors, parity
 from training.moderation.train import ModerationConfig, build_data, evaluate, search
@@ -101,7 +99,6 @@ def test_moderate_endpoint_answers_per_category_and_validates_input(client_for, 
 @pytest.mark.integration
 def test_batch_job_writes_violation_scores_into_the_real_index(bundle, engine_url, listings,
                                                                tmp_path):
-    from app.engines import connect
 
     model_dir, _, _ = bundle
     moderator = Moderator(model_dir)
@@ -112,22 +109,15 @@ def test_batch_job_writes_violation_scores_into_the_real_index(bundle, engine_ur
              "price": x["price"], "photo": str(photo)} for x in listings[:5]]
     rows += [{"id": listings[5]["id"], "title": "x", "price": "free", "photo": str(photo)},
              {"id": "not-in-index", "title": "x", "price": 1, "photo": str(photo)}]
-    path = tmp_path / "listings.jsonl"
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    path = write_jsonl(tmp_path / "listings.jsonl", rows)
 
     async def go():
-        engine = connect("opensearch", engine_url, 30.0)
-        try:
-            await index_catalog(engine, alias, [orjson.dumps(r) for r in listings])
+        async with indexed(engine_url, alias, listings) as engine:
             summary = await write_violation_scores(engine, alias, path, moderator,
                                                    tmp_path / "state", batch=3)
             docs = [(await engine.client.get(index=alias, id=r["id"]))["_source"]
                     for r in rows[:5]]
             return summary, docs
-        finally:
-            for index in await engine.indices(f"{alias}-*"):
-                await engine.delete_index(index)
-            await engine.close()
 
     summary, docs = run(go())
     assert (summary["updated"], summary["rejected"]) == (5, 2)
@@ -153,7 +143,7 @@ def test_a_new_category_is_one_call_from_labelled_data_to_a_served_detector(bund
     rows += [{"title": f"ペット用品 ケージ {k}", "price": float(rng.integers(500, 9000)),
               "photo": str(photo), "label": 0} for k in range(120)]
     labelled = tmp_path / "live_animals.jsonl"
-    labelled.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    write_jsonl(labelled, rows)
     summary = add_category(model_dir, "live_animals", labelled, tmp_path / "models", "2",
                            ModerationConfig(eval_epochs=2), say=lambda msg: None)
     served = Moderator(tmp_path / "models" / "moderation" / "2")
