@@ -3,19 +3,24 @@
 The search handler validates input (422 with one message per field), picks the
 request's experiment arm (:mod:`app.experiments`; an ``X-Experiment-Arm`` override only
 with the admin token), runs :class:`app.search.Searcher` under the overall deadline and
-maps failures to JSON answers: 503 engine unavailable, 504 deadline exceeded.
+maps failures to JSON answers: 503 engine unavailable, 504 deadline exceeded. Every
+error, from validation to an unknown path, has the one shape of
+:class:`app.schemas.ErrorResponse`, and every operation declares its answers (models
+in :mod:`app.schemas`) in the OpenAPI document.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI must see the request model built
+# per service (``SearchBody``) as a class, not as a name it cannot resolve.
 import asyncio
 import base64
+import hmac
 import io
 import logging
 import time
 import uuid
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Annotated
 
 import orjson
@@ -25,6 +30,7 @@ from fastapi.responses import Response
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
 
 from app import metrics
 from app.backends import open_engine, open_feature_store
@@ -33,7 +39,23 @@ from app.experiments import DEFAULT_ARM, NO_EXPERIMENT, ExperimentConfigError, E
 from app.feature_log import FeatureLog
 from app.moderation import Moderator
 from app.recall import RecallParams
-from app.schemas import Flow, ModerationRequest, SearchRequest
+from app.schemas import (
+    ID_MAX_CHARS,
+    QUERY_MAX_CHARS,
+    REQUEST_ID_PATTERN,
+    ErrorResponse,
+    ExperimentsReloaded,
+    Flow,
+    Health,
+    ModelReloaded,
+    ModerationRequest,
+    ModerationResponse,
+    Readiness,
+    ReloadRequest,
+    SearchRequest,
+    SearchResponse,
+    search_request_model,
+)
 from app.scoring import ModelError, ModelRegistry
 from app.search import Searcher
 from app.settings import Settings, get_settings
@@ -64,9 +86,17 @@ def invalid(fields: list[dict]) -> Response:
     return error(422, "invalid_request", "the request has invalid fields", fields=fields)
 
 
-class ReloadRequest(BaseModel):
-    name: str | None = None
-    version: str = "latest"
+def documented(ok: type[BaseModel] | None, *errors: int) -> dict:
+    """The ``responses`` of an operation: its 200 model and its error statuses."""
+    out: dict[int | str, dict] = {
+        status: {"model": ErrorResponse, "description": HTTPStatus(status).phrase}
+        for status in errors}
+    if ok is not None:
+        out[200] = {"model": ok}
+    return out
+
+
+ADMIN_ERRORS = (401, 403, 422)
 
 
 @dataclass
@@ -77,7 +107,9 @@ class SearchHeaders:
 
 
 def search_headers(
-    x_request_id: Annotated[str | None, Header()] = None,
+    x_request_id: Annotated[str | None, Header(
+        pattern=REQUEST_ID_PATTERN,
+        description="echoed and logged; a new one is made when absent")] = None,
     x_admin_token: Annotated[str | None, Header()] = None,
     x_experiment_arm: Annotated[str | None, Header()] = None,
 ) -> SearchHeaders:
@@ -135,16 +167,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Learning-to-rank re-ranking for marketplace search.",
         lifespan=lifespan,
+        responses={400: {"model": ErrorResponse, "description": "unparseable body"},
+                   422: {"model": ErrorResponse, "description": "invalid fields"}},
     )
+    SearchBody = search_request_model(settings.max_page_size, settings.candidates,
+                                      settings.result_window)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         return invalid(field_errors(exc.errors()))
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        """Starlette's own errors (unparseable body, unknown path, wrong method)."""
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        message = exc.detail if isinstance(exc.detail, str) else code
+        return json_response({"error": code, "message": message}, exc.status_code,
+                             getattr(exc, "headers", None))
+
     def admin_denied(token: str | None) -> Response | None:
         if not settings.admin_token:
             return error(403, "admin_disabled", "set BESTMATCH_ADMIN_TOKEN to enable admin")
-        if token != settings.admin_token:
+        if token is None or not hmac.compare_digest(token.encode(),
+                                                    settings.admin_token.encode()):
             return error(401, "unauthorized", "missing or wrong X-Admin-Token")
         return None
 
@@ -169,16 +214,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return arm
 
     async def run_search(req: SearchRequest, headers: SearchHeaders) -> Response:
-        fields = []
-        if req.size > settings.max_page_size:
-            fields.append({"field": "size",
-                           "message": f"must be at most {settings.max_page_size}"})
-        if req.flow == "best_match" and req.offset + req.size > settings.candidates:
-            fields.append({"field": "offset",
-                           "message": f"offset + size must be at most {settings.candidates} "
-                                      "(the re-ranked candidates)"})
-        if fields:
-            return invalid(fields)
+        too_deep = req.window_error()
+        if too_deep:
+            return invalid([{"field": "offset", "message": too_deep}])
         arm = choose_arm(req, headers)
         if isinstance(arm, Response):
             return arm
@@ -225,33 +263,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "Server-Timing": ", ".join(f"{k};dur={v}" for k, v in stages.items()),
         })
 
-    @app.post("/v1/search", summary="Search and re-rank")
+    search_answers = documented(SearchResponse, 401, 403, 503, 504)
+
+    @app.post("/v1/search", summary="Search and re-rank", responses=search_answers)
     async def search_post(
-        req: SearchRequest, headers: Annotated[SearchHeaders, Depends(search_headers)]
+        req: SearchBody, headers: Annotated[SearchHeaders, Depends(search_headers)]
     ) -> Response:
         return await run_search(req, headers)
 
-    @app.get("/v1/search", summary="Search (query-string form, for humans)")
+    @app.get("/v1/search", summary="Search (query-string form, for humans)",
+             description="The parameters of POST /v1/search, filters flattened; the same "
+                         "limits apply (see the SearchRequest schema).",
+             responses=search_answers)
     async def search_get(
-        query: str,
+        query: Annotated[str, Query(min_length=1, max_length=QUERY_MAX_CHARS)],
         flow: Flow = "best_match",
-        user_id: str | None = None,
-        session_id: str | None = None,
+        user_id: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_CHARS)] = None,
+        session_id: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_CHARS)] = None,
         category: str | None = None,
         brands: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies it)
         conditions: Annotated[list[str], Query()] = [],  # noqa: B006
         price_min: float | None = None,
         price_max: float | None = None,
         on_sale_only: bool = True,
-        size: int = 20,
-        offset: int = 0,
+        size: Annotated[int, Query(ge=1, le=settings.max_page_size)] = 20,
+        offset: Annotated[int, Query(ge=0)] = 0,
         debug: bool = False,
         headers: Annotated[SearchHeaders, Depends(search_headers)] = None,
     ) -> Response:
         filters = {"category": category, "brands": brands, "conditions": conditions,
                    "price_min": price_min, "price_max": price_max, "on_sale_only": on_sale_only}
         try:
-            req = SearchRequest.model_validate({
+            req = SearchBody.model_validate({
                 "query": query, "flow": flow, "user_id": user_id, "session_id": session_id,
                 "filters": filters,
                 "size": size, "offset": offset, "debug": debug,
@@ -260,7 +303,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return invalid(field_errors(exc.errors()))
         return await run_search(req, headers)
 
-    @app.post("/v1/moderate", summary="Per-category probabilities that a listing is prohibited")
+    @app.post("/v1/moderate", summary="Per-category probabilities that a listing is prohibited",
+              responses=documented(ModerationResponse, 503))
     async def moderate(req: ModerationRequest) -> Response:
         moderator: Moderator | None = app.state.moderator
         if moderator is None:
@@ -280,12 +324,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "flagged": [c for c, p in scores.items()
                                           if p >= moderator.threshold]})
 
-    @app.get("/healthz", summary="Liveness")
+    @app.get("/healthz", summary="Liveness", responses=documented(Health))
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", summary="Readiness: engine, feature store, model, experiments")
-    async def readyz() -> Response:
+    @app.get("/readyz", summary="Readiness: engine, feature store, model, experiments",
+             description="200 ready or degraded (answers still served, e.g. with feature "
+                         "priors), 503 not_ready. Per-dependency checks only with a valid "
+                         "X-Admin-Token: they name hosts, files and error texts.",
+             responses={**documented(Readiness), 503: {"model": Readiness,
+                                                        "description": "not ready"}})
+    async def readyz(
+        x_admin_token: Annotated[str | None, Header()] = None,
+    ) -> Response:
         searcher: Searcher = app.state.searcher
         try:
             health = await searcher.engine.health(searcher.index)
@@ -293,13 +344,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       "index": searcher.index, "status": health.get("status")}
         except (EngineUnavailable, EngineRequestError) as exc:
             engine = {"ok": False, "index": searcher.index, "error": str(exc)}
-        store_ok = await searcher.store.ping()
+        store_up = await searcher.store.ping()
+        store_ok = store_up and searcher.store.version is not None
+        metrics.FEATURE_STORE_READY.set(store_ok)
         model = app.state.models.current
         experiments: ExperimentRegistry = app.state.experiments
         checks = {
             "engine": engine,
             "feature_store": {"ok": store_ok, "kind": settings.feature_store,
-                              "feature_version": searcher.store.version},
+                              "feature_version": searcher.store.version,
+                              "error": None if store_ok else
+                              "no_feature_version" if store_up else "unreachable"},
             "model": {"ok": model is not None, **(model.describe() if model else {}),
                       "last_error": app.state.models.last_error},
             "experiments": {"ok": experiments.last_error is None,
@@ -310,13 +365,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ready = engine["ok"] and model is not None
         healthy = store_ok and experiments.last_error is None
         status = "ready" if ready and healthy else "degraded" if ready else "not_ready"
-        return json_response({"status": status, "checks": checks}, 200 if ready else 503)
+        answer = {"status": status}
+        if x_admin_token is not None and admin_denied(x_admin_token) is None:
+            answer["checks"] = checks
+        return json_response(answer, 200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format"}})
     async def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/model/reload", summary="Load a model version (admin token)")
+    @app.post("/admin/model/reload", summary="Load a model version (admin token)",
+              responses=documented(ModelReloaded, *ADMIN_ERRORS, 409))
     async def reload_model(
         body: ReloadRequest | None = None,
         x_admin_token: Annotated[str | None, Header()] = None,
@@ -334,7 +395,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          serving=models.current.describe() if models.current else None)
         return json_response({"status": "loaded", "model": model.describe()})
 
-    @app.post("/admin/experiments/reload", summary="Reload the experiments file (admin token)")
+    @app.post("/admin/experiments/reload", summary="Reload the experiments file (admin token)",
+              responses=documented(ExperimentsReloaded, *ADMIN_ERRORS, 409))
     async def reload_experiments(
         x_admin_token: Annotated[str | None, Header()] = None,
     ) -> Response:
@@ -347,7 +409,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             experiments = await asyncio.to_thread(registry.reload)
         except (OSError, ExperimentConfigError) as exc:
-            return error(409, "experiments_refused", str(exc),
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)  # no path
+            return error(409, "experiments_refused", f"experiments file refused: {reason}",
                          fields=getattr(exc, "fields", []),
                          serving=registry.current.describe())
         return json_response({"status": "loaded", "experiments": experiments.describe()})

@@ -169,9 +169,13 @@ class FeatureStore:
         return self._decode([cache.get(i) for i in item_ids], "feature_store_unavailable")
 
     async def ping(self) -> bool:
+        """Redis answers; the version pointer is re-read too, so :attr:`version` says
+        whether a version is served (None after Redis lost its data)."""
         try:
             async with asyncio.timeout(self.timeout_s * 4):
-                return bool(await self.redis.ping())
+                ok = bool(await self.redis.ping())
+                await self._refresh_pointer()
+                return ok
         except (RedisError, OSError, TimeoutError):
             return False
 

@@ -27,6 +27,10 @@ CANDIDATES = Histogram(
     buckets=(0, 1, 10, 50, 100, 200, 300, 400, 600, 1000, 2000),
 )
 DEGRADED = Counter("bestmatch_degraded_total", "Answers degraded, by reason", ["reason"])
+FEATURE_STORE_READY = Gauge(
+    "bestmatch_feature_store_ready",
+    "1 while the feature store serves a version; 0 while answers use priors "
+    "(store unreachable, or no version: e.g. a Redis that lost its data)")
 ERRORS = Counter("bestmatch_errors_total", "Failed requests, by kind", ["kind"])
 FEATURE_LOG = Counter(
     "bestmatch_feature_log_records_total",

@@ -1,14 +1,29 @@
-"""Request shapes of the HTTP API (validated; errors name the field)."""
+"""Shapes of the HTTP API: requests (validated; errors name the field) and answers.
+
+The limits that depend on configuration (page size, how deep a client may page) are set
+per service by :func:`search_request_model`, so they appear in the OpenAPI document as
+schema constraints, not only in prose.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.listings import Condition
+from app.listings import CONDITIONS, PRICE_MAX, Condition
 
 Flow = Literal["best_match", "newest"]
+QUERY_MAX_CHARS = 200
+ID_MAX_CHARS = 128
+# A client's X-Request-ID is echoed and logged: printable ASCII without spaces, bounded.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+# Model names and versions name directories under BESTMATCH_MODELS_DIR: no separators,
+# no leading dot, so a reload can never leave that directory.
+MODEL_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+
+Price = Field(None, ge=0, le=PRICE_MAX, allow_inf_nan=False,
+              description=f"yen; at most the marketplace maximum {PRICE_MAX}")
 
 
 class Filters(BaseModel):
@@ -16,9 +31,9 @@ class Filters(BaseModel):
 
     category: str | None = Field(None, min_length=1, max_length=100)
     brands: list[str] = Field(default_factory=list, max_length=50)
-    price_min: float | None = Field(None, ge=0)
-    price_max: float | None = Field(None, ge=0)
-    conditions: list[Condition] = Field(default_factory=list)
+    price_min: float | None = Price
+    price_max: float | None = Price
+    conditions: list[Condition] = Field(default_factory=list, max_length=len(CONDITIONS))
     on_sale_only: bool = True
 
     @model_validator(mode="after")
@@ -29,16 +44,24 @@ class Filters(BaseModel):
             and self.price_min > self.price_max
         ):
             raise ValueError("price_min must not exceed price_max")
+        if any(not 1 <= len(b) <= 100 for b in self.brands):
+            raise ValueError("each brand must have 1 to 100 characters")
         return self
 
 
 class SearchRequest(BaseModel):
+    """A search; :func:`search_request_model` gives the service's bounded version."""
+
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1, max_length=200, description="free text, any language")
-    user_id: str | None = Field(None, min_length=1, max_length=128,
+    # flow -> the deepest offset + size a client may ask for (set per service)
+    windows: ClassVar[dict[str, int]] = {"best_match": 400, "newest": 10_000}
+
+    query: str = Field(min_length=1, max_length=QUERY_MAX_CHARS,
+                       description="free text, any language")
+    user_id: str | None = Field(None, min_length=1, max_length=ID_MAX_CHARS,
                                 description="logged-in user: the experiment bucketing unit")
-    session_id: str | None = Field(None, min_length=1, max_length=128,
+    session_id: str | None = Field(None, min_length=1, max_length=ID_MAX_CHARS,
                                    description="anonymous session: the unit without user_id")
     flow: Flow = "best_match"
     filters: Filters = Field(default_factory=Filters)
@@ -52,6 +75,36 @@ class SearchRequest(BaseModel):
             raise ValueError("query must contain some text")
         return self
 
+    def window_error(self) -> str | None:
+        """Why offset + size is too deep for the flow, or None."""
+        window = self.windows[self.flow]
+        if self.offset + self.size <= window:
+            return None
+        what = "the re-ranked candidates" if self.flow == "best_match" else "the result window"
+        return f"offset + size must be at most {window} for flow {self.flow} ({what})"
+
+
+def search_request_model(max_page_size: int, candidates: int,
+                         result_window: int) -> type[SearchRequest]:
+    """:class:`SearchRequest` with this service's limits as schema constraints.
+
+    ``offset + size`` is checked per flow (:meth:`SearchRequest.window_error`): at most
+    ``candidates`` for best_match (only those are re-ranked), ``result_window`` for
+    newest (the engine's ``index.max_result_window``).
+    """
+    deepest = max(candidates, result_window)
+
+    class SearchRequest_(SearchRequest):  # noqa: N801 (named SearchRequest below)
+        windows: ClassVar[dict[str, int]] = {"best_match": candidates, "newest": result_window}
+        size: int = Field(20, ge=1, le=max_page_size, description="page size")
+        offset: int = Field(
+            0, ge=0, le=deepest - 1,
+            description=f"offset into the ranked list; offset + size at most {candidates} "
+                        f"for best_match, {result_window} for newest")
+
+    SearchRequest_.__name__ = SearchRequest_.__qualname__ = "SearchRequest"
+    return SearchRequest_
+
 
 class ModerationRequest(BaseModel):
     """A listing to check before buyers see it (``POST /v1/moderate``)."""
@@ -60,6 +113,95 @@ class ModerationRequest(BaseModel):
 
     title: str = Field(min_length=1, max_length=500)
     description: str = Field("", max_length=10_000)
-    price: float = Field(ge=0)
+    price: float = Field(ge=0, le=PRICE_MAX, allow_inf_nan=False)
     photo: str = Field(min_length=1, max_length=12_000_000,
                        description="the listing photo, base64 (JPEG, PNG, WebP)")
+
+
+class ReloadRequest(BaseModel):
+    """``POST /admin/model/reload``: which model to serve (default: the served name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, pattern=MODEL_REF_PATTERN)
+    version: str = Field("latest", pattern=MODEL_REF_PATTERN,
+                         description="a version directory, or latest")
+
+
+# --- answers ------------------------------------------------------------------------
+
+class FieldError(BaseModel):
+    field: str = Field(description="dotted path of the field, e.g. filters.price_min")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx answer of the service."""
+
+    error: str = Field(description="machine-readable code, e.g. invalid_request")
+    message: str
+    fields: list[FieldError] | None = Field(None, description="invalid_request: per field")
+    request_id: str | None = None
+    serving: dict[str, Any] | None = Field(None, description="admin: what is still served")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    provider: str
+
+
+class SearchItem(BaseModel):
+    id: str
+    recall_rank: int = Field(description="position in the engine's recall order, from 0")
+    score: float | None = Field(None, description="best_match: the blended score")
+    model_score: float | None = Field(None, description="best_match")
+    image_score: float | None = Field(None, description="best_match")
+    created_at: int | None = Field(None, description="newest: epoch milliseconds")
+    title: str | None = Field(None, description="debug only")
+    features: dict[str, float] | None = Field(None, description="best_match, debug only")
+
+
+class ArmRef(BaseModel):
+    name: str = Field(description="experiment name")
+    arm: str
+
+
+class SearchResponse(BaseModel):
+    request_id: str
+    query: str
+    flow: Flow
+    tokens: list[str] = Field(description="the query as the tokeniser split it")
+    experiment: ArmRef
+    model: ModelInfo | None = Field(description="best_match: the model that ranked")
+    degraded: list[str] = Field(description="stages that answered with fallbacks")
+    candidates: int = Field(description="hits recall returned")
+    items: list[SearchItem]
+    timings_ms: dict[str, float]
+
+
+class ModerationResponse(BaseModel):
+    model: str
+    threshold: float
+    categories: dict[str, float]
+    flagged: list[str]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "degraded", "not_ready"]
+    checks: dict[str, dict[str, Any]] | None = Field(
+        None, description="per dependency; only with a valid X-Admin-Token")
+
+
+class ModelReloaded(BaseModel):
+    status: Literal["loaded"]
+    model: ModelInfo
+
+
+class ExperimentsReloaded(BaseModel):
+    status: Literal["loaded"]
+    experiments: dict[str, Any]

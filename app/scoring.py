@@ -26,6 +26,7 @@ from app.feature_spec import (
     OUTPUT_SCORE,
     spec_hash,
 )
+from app.schemas import MODEL_REF_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,18 @@ def _version_key(v: str) -> tuple:
 
 
 def resolve_version(models_dir: Path, name: str, version: str) -> Path:
+    """``models_dir/name/version`` (the highest version for ``latest``); names and versions
+    must match :data:`MODEL_REF_PATTERN`, so the path never leaves ``models_dir``."""
+    for what, ref in (("name", name), ("version", version)):
+        if not re.fullmatch(MODEL_REF_PATTERN, ref):
+            raise ModelError(f"model {what} {ref[:64]!r} does not match {MODEL_REF_PATTERN}")
     base = models_dir / name
     if version != "latest":
         return base / version
     versions = sorted((p.parent.name for p in base.glob(f"*/{MANIFEST}")), key=_version_key)
     if not versions:
-        raise ModelError(f"no model versions under {base} (expected {base}/<version>/{MANIFEST})")
+        raise ModelError(f"no model versions of {name} (expected {name}/<version>/{MANIFEST} "
+                         f"in the models directory)")
     return base / versions[-1]
 
 
@@ -106,20 +113,24 @@ def providers_for(device: str) -> list[str]:
 
 
 def load_model(path: Path, device: str = "auto", threads: int = 1) -> LoadedModel:
-    """Load and validate one model directory; raises ModelError with the reason."""
-    manifest_path = path / MANIFEST
+    """Load and validate one model directory; raises ModelError with the reason.
+
+    Messages name the model as ``name/version`` (they reach admin clients), never the
+    file-system path.
+    """
+    where = f"{path.parent.name}/{path.name}"
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError:
-        raise ModelError(f"{manifest_path} not found") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{manifest_path} is not valid JSON: {exc}") from None
+        raise ModelError(f"{where}: {MANIFEST} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{where}: {MANIFEST} is not valid JSON: {exc}") from None
     for key in ("name", "version", "feature_spec_hash"):
         if key not in manifest:
-            raise ModelError(f"{manifest_path} lacks '{key}'")
+            raise ModelError(f"{where}: {MANIFEST} lacks '{key}'")
     if manifest["feature_spec_hash"] != spec_hash():
         raise ModelError(
-            f"{path}: feature spec hash {manifest['feature_spec_hash']} differs from the "
+            f"{where}: feature spec hash {manifest['feature_spec_hash']} differs from the "
             f"service's {spec_hash()} (model trained on another feature spec)"
         )
     providers = providers_for(device)
@@ -134,7 +145,8 @@ def load_model(path: Path, device: str = "auto", threads: int = 1) -> LoadedMode
             str(path / MODEL_FILE), sess_options=opts, providers=providers
         )
     except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ModelError(f"{path / MODEL_FILE} cannot be loaded: {exc}") from None
+        reason = str(exc).replace(str(path.resolve()), where).replace(str(path), where)
+        raise ModelError(f"{where}: {MODEL_FILE} cannot be loaded: {reason}") from None
     if device == "cuda" and session.get_providers()[0] != CUDA:
         raise ModelError(f"BESTMATCH_ONNX_DEVICE=cuda but the CUDA provider did not start "
                          f"(providers: {session.get_providers()}); see the `gpu` extra")
@@ -143,7 +155,7 @@ def load_model(path: Path, device: str = "auto", threads: int = 1) -> LoadedMode
     expected = {INPUT_DENSE, INPUT_QUERY_IDS, INPUT_TITLE_IDS}
     if inputs != expected or OUTPUT_SCORE not in outputs:
         raise ModelError(
-            f"{path}: inputs {sorted(inputs)} / outputs {sorted(outputs)}; "
+            f"{where}: inputs {sorted(inputs)} / outputs {sorted(outputs)}; "
             f"expected inputs {sorted(expected)} and output '{OUTPUT_SCORE}'"
         )
     model = LoadedModel(
@@ -162,9 +174,10 @@ def _smoke_test(model: LoadedModel) -> None:
             np.array([[1, 0], [2, 3]], np.int64),
         )
     except Exception as exc:
-        raise ModelError(f"{model.path}: test inference failed: {exc}") from None
+        raise ModelError(f"{model.name}/{model.version}: test inference failed: {exc}") from None
     if out.shape != (2,) or not np.all(np.isfinite(out)):
-        raise ModelError(f"{model.path}: test inference gave shape {out.shape}, values {out}")
+        raise ModelError(f"{model.name}/{model.version}: test inference gave shape "
+                         f"{out.shape}, values {out}")
 
 
 class ModelRegistry:
@@ -191,8 +204,8 @@ class ModelRegistry:
             model = self.open(name, version)
         except ModelError as exc:
             self.last_error = str(exc)
-            log.error("model refused, keeping %s: %s",
-                      self.current and self.current.describe(), exc)
+            log.error("model refused (models directory %s), keeping %s: %s",
+                      self.models_dir, self.current and self.current.describe(), exc)
             raise
         self.current = model
         self.last_error = None

@@ -125,6 +125,7 @@ class Searcher:
 
         cands = Candidates.from_hits(hits, with_titles=req.debug)
         store = await self.store.fetch(cands.ids)
+        metrics.FEATURE_STORE_READY.set(store.degraded is None)
         if store.degraded:
             answer["degraded"].append(store.degraded)
         dense = dense_matrix({

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     recency_decay: float = Field(0.5, gt=0, lt=1)
     max_violation_score: float = Field(0.5, ge=0, le=1)
     max_page_size: int = Field(100, ge=1)
+    result_window: int = Field(
+        10_000, ge=1, description="newest flow: offset + size at most this; keep it at or "
+                                  "below the index's index.max_result_window")
 
     # --- feature store ---
     feature_store: Literal["snapshot", "redis"] = Field(

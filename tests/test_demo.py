@@ -17,13 +17,13 @@ REPO = Path(__file__).resolve().parent.parent
 def test_demo_builds_a_searchable_marketplace_and_reuses_it(tmp_path, capsys):
     settings = Settings(embedded_index_dir=tmp_path / "index",
                         snapshot_dir=tmp_path / "features", models_dir=REPO / "models",
-                        onnx_device="cpu")
+                        onnx_device="cpu", admin_token="secret")
     assert (settings.engine, settings.feature_store, settings.model_name) == (
         "embedded", "snapshot", "ltr")  # the defaults: no server needed
     build_demo(600, 3, tmp_path / "work", sessions=400, settings=settings)
 
     with TestClient(create_app(settings)) as client:
-        ready = client.get("/readyz").json()
+        ready = client.get("/readyz", headers={"X-Admin-Token": "secret"}).json()
         assert ready["status"] == "ready"
         assert ready["checks"]["feature_store"]["feature_version"].startswith("demo-600-seed3")
         for query in ("スニーカー", "iphone"):  # Japanese and English listings

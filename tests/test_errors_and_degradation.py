@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import redis
 
 import devstack
 from app.feature_spec import spec_hash
@@ -50,10 +51,12 @@ def test_malformed_json_is_a_422(client):
 
 
 def test_get_form_validates_too(client):
-    resp = client.get("/v1/search", params={"query": "a", "conditions": ["mint"], "size": 0})
-    assert resp.status_code == 422
-    fields = {f["field"] for f in resp.json()["fields"]}
-    assert {"size", "filters.conditions.0"} <= fields
+    for params, field in (({"query": "a", "size": 0}, "size"),
+                          ({"query": "a", "conditions": ["mint"]}, "filters.conditions.0"),
+                          ({"query": "a", "offset": 395, "size": 10}, "offset")):
+        resp = client.get("/v1/search", params=params)
+        assert resp.status_code == 422
+        assert field in {f["field"] for f in resp.json()["fields"]}
 
 
 def test_redis_stopped_mid_test_degrades_to_priors(client_for, tmp_path):
@@ -81,6 +84,25 @@ def test_redis_stopped_mid_test_degrades_to_priors(client_for, tmp_path):
         devstack.stop(own.pid)
 
 
+def test_a_redis_that_lost_its_data_degrades_to_priors_and_says_so(client, redis_url,
+                                                                     feature_prefix):
+    publish_features(redis_url, feature_prefix, "v1", [("p1", 0.4, 50.0, 0.01)])
+    assert client.post("/v1/search", json={"query": "iphone"}).json()["degraded"] == []
+    assert client.get("/readyz").json() == {"status": "ready"}
+    r = redis.Redis.from_url(redis_url)  # a restart without persistence: nothing left
+    r.delete(*r.keys(f"{feature_prefix}:*"))
+    r.close()
+    answer = client.post("/v1/search", json={"query": "iphone", "debug": True}).json()
+    assert answer["degraded"] == ["no_feature_version"]
+    assert all(i["features"]["features_missing"] == 1.0 for i in answer["items"])
+    assert "bestmatch_feature_store_ready 0.0" in client.get("/metrics").text
+    ready = client.get("/readyz", headers={"X-Admin-Token": "secret"})
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+    store = ready.json()["checks"]["feature_store"]
+    assert (store["ok"], store["error"], store["feature_version"]) == (
+        False, "no_feature_version", None)
+
+
 def test_engine_down_gives_503_json(client_for):
     port = devstack.free_port()
     with client_for(engine_url=f"http://127.0.0.1:{port}", engine_timeout_s=1.0) as client:
@@ -95,7 +117,7 @@ def test_missing_index_gives_503_json(client_for):
         resp = client.post("/v1/search", json={"query": "iphone"})
         assert resp.status_code == 503
         assert resp.json()["error"] == "index_unavailable"
-        ready = client.get("/readyz")
+        ready = client.get("/readyz", headers={"X-Admin-Token": "secret"})
         assert ready.status_code == 503
         assert ready.json()["checks"]["engine"]["ok"] is False
 
@@ -148,7 +170,7 @@ def test_service_without_a_usable_model_answers_in_recall_order(client_for, tmp_
 
 def test_readyz_and_metrics(client):
     client.post("/v1/search", json={"query": "iphone"})
-    ready = client.get("/readyz").json()
+    ready = client.get("/readyz", headers={"X-Admin-Token": "secret"}).json()
     assert ready["checks"]["model"]["provider"] == "CPUExecutionProvider"
     assert ready["checks"]["engine"]["ok"] is True
     text = client.get("/metrics").text

@@ -178,7 +178,7 @@ def test_reload_takes_good_files_and_refuses_bad_ones(client_for, models_with_re
         assert refused.status_code == 409
         assert refused.json()["fields"][0]["field"] == "experiments.0.traffic"
         assert ask(client, "rank/reverse").json()["model"]["name"] == "reverse"  # still served
-        assert client.get("/readyz").json()["checks"]["experiments"]["ok"] is False
+        assert client.get("/readyz", headers=admin).json()["checks"]["experiments"]["ok"] is False
 
         path.write_text(TWO_ARMS.replace('{model: reverse, version: "1"}',
                                          '{model: reverse, version: "9"}'))
@@ -194,7 +194,7 @@ def test_reload_takes_good_files_and_refuses_bad_ones(client_for, models_with_re
         assert loaded.status_code == 200
         assert client.app.state.experiments.current.arms["rank2", "reverse"].model is reverse
         assert ask(client, "rank2/recall").json()["experiment"]["name"] == "rank2"
-        assert client.get("/readyz").json()["checks"]["experiments"]["ok"] is True
+        assert client.get("/readyz", headers=admin).json()["checks"]["experiments"]["ok"] is True
 
         # hot reload: the file is polled; no admin call
         path.write_text(TWO_ARMS.replace("name: rank", "name: rank3"))

@@ -234,7 +234,7 @@ def test_service_serves_the_trained_model(tiny_run, client_for):
     models = tiny_run["root"] / "models"
     with client_for(models_dir=models, model_name=MODEL_NAME, model_version="t1") as client:
         resp = client.post("/v1/search", json={"query": "ナイキ スニーカー", "debug": True})
-        ready = client.get("/readyz").json()
+        ready = client.get("/readyz", headers={"X-Admin-Token": "secret"}).json()
     assert resp.status_code == 200, resp.text
     answer = resp.json()
     assert answer["model"]["name"] == MODEL_NAME and answer["model"]["version"] == "t1"

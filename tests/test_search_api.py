@@ -163,6 +163,6 @@ def test_query_syntax_is_not_interpreted(client):
 
 
 def test_readiness_names_the_backend_in_use(client, backend):
-    checks = client.get("/readyz").json()["checks"]
+    checks = client.get("/readyz", headers={"X-Admin-Token": "secret"}).json()["checks"]
     assert checks["engine"]["ok"] is True
     assert checks["feature_store"]["kind"] == {"real": "redis", "embedded": "snapshot"}[backend]
