@@ -24,7 +24,7 @@ from http import HTTPStatus
 from typing import Annotated
 
 import orjson
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from PIL import Image
@@ -40,12 +40,9 @@ from app.feature_log import FeatureLog
 from app.moderation import Moderator
 from app.recall import RecallParams
 from app.schemas import (
-    ID_MAX_CHARS,
-    QUERY_MAX_CHARS,
     REQUEST_ID_PATTERN,
     ErrorResponse,
     ExperimentsReloaded,
-    Flow,
     Health,
     ModelReloaded,
     ModerationRequest,
@@ -54,6 +51,8 @@ from app.schemas import (
     ReloadRequest,
     SearchRequest,
     SearchResponse,
+    query_parameters,
+    search_request_from_query,
     search_request_model,
 )
 from app.scoring import ModelError, ModelRegistry
@@ -272,33 +271,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await run_search(req, headers)
 
     @app.get("/v1/search", summary="Search (query-string form, for humans)",
-             description="The parameters of POST /v1/search, filters flattened; the same "
-                         "limits apply (see the SearchRequest schema).",
-             responses=search_answers)
+             description="The fields of POST /v1/search as parameters, filters flattened "
+                         "(brands and conditions repeat); the same limits apply.",
+             responses=search_answers,
+             openapi_extra={"parameters": query_parameters(SearchBody)})
     async def search_get(
-        query: Annotated[str, Query(min_length=1, max_length=QUERY_MAX_CHARS)],
-        flow: Flow = "best_match",
-        user_id: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_CHARS)] = None,
-        session_id: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_CHARS)] = None,
-        category: str | None = None,
-        brands: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies it)
-        conditions: Annotated[list[str], Query()] = [],  # noqa: B006
-        price_min: float | None = None,
-        price_max: float | None = None,
-        on_sale_only: bool = True,
-        size: Annotated[int, Query(ge=1, le=settings.max_page_size)] = 20,
-        offset: Annotated[int, Query(ge=0)] = 0,
-        debug: bool = False,
-        headers: Annotated[SearchHeaders, Depends(search_headers)] = None,
+        request: Request, headers: Annotated[SearchHeaders, Depends(search_headers)],
     ) -> Response:
-        filters = {"category": category, "brands": brands, "conditions": conditions,
-                   "price_min": price_min, "price_max": price_max, "on_sale_only": on_sale_only}
         try:
-            req = SearchBody.model_validate({
-                "query": query, "flow": flow, "user_id": user_id, "session_id": session_id,
-                "filters": filters,
-                "size": size, "offset": offset, "debug": debug,
-            })
+            req = SearchBody.model_validate(search_request_from_query(request.query_params))
         except ValidationError as exc:
             return invalid(field_errors(exc.errors()))
         return await run_search(req, headers)

@@ -7,14 +7,16 @@ schema constraints, not only in prose.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.listings import CONDITIONS, PRICE_MAX, Condition
 
 Flow = Literal["best_match", "newest"]
-QUERY_MAX_CHARS = 200
+# The search text: bounded, and not only blanks (POST body and GET parameter alike).
+QUERY_TEXT: dict[str, Any] = {"min_length": 1, "max_length": 200, "pattern": r"\S"}
 ID_MAX_CHARS = 128
 # A client's X-Request-ID is echoed and logged: printable ASCII without spaces, bounded.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
@@ -30,7 +32,8 @@ class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     category: str | None = Field(None, min_length=1, max_length=100)
-    brands: list[str] = Field(default_factory=list, max_length=50)
+    brands: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=50)
     price_min: float | None = Price
     price_max: float | None = Price
     conditions: list[Condition] = Field(default_factory=list, max_length=len(CONDITIONS))
@@ -44,8 +47,6 @@ class Filters(BaseModel):
             and self.price_min > self.price_max
         ):
             raise ValueError("price_min must not exceed price_max")
-        if any(not 1 <= len(b) <= 100 for b in self.brands):
-            raise ValueError("each brand must have 1 to 100 characters")
         return self
 
 
@@ -57,8 +58,7 @@ class SearchRequest(BaseModel):
     # flow -> the deepest offset + size a client may ask for (set per service)
     windows: ClassVar[dict[str, int]] = {"best_match": 400, "newest": 10_000}
 
-    query: str = Field(min_length=1, max_length=QUERY_MAX_CHARS,
-                       description="free text, any language")
+    query: str = Field(**QUERY_TEXT, description="free text, any language; not only blanks")
     user_id: str | None = Field(None, min_length=1, max_length=ID_MAX_CHARS,
                                 description="logged-in user: the experiment bucketing unit")
     session_id: str | None = Field(None, min_length=1, max_length=ID_MAX_CHARS,
@@ -68,12 +68,6 @@ class SearchRequest(BaseModel):
     size: int = Field(20, ge=1, description="page size, at most BESTMATCH_MAX_PAGE_SIZE")
     offset: int = Field(0, ge=0, description="offset into the ranked list")
     debug: bool = Field(False, description="add each item's feature vector and title")
-
-    @model_validator(mode="after")
-    def _not_blank(self) -> SearchRequest:
-        if not self.query.strip():
-            raise ValueError("query must contain some text")
-        return self
 
     def window_error(self) -> str | None:
         """Why offset + size is too deep for the flow, or None."""
@@ -106,6 +100,44 @@ def search_request_model(max_page_size: int, candidates: int,
     return SearchRequest_
 
 
+# --- the GET form of a search: the same model, filters flattened into the query string ---
+
+LIST_PARAMETERS = ("brands", "conditions")
+
+
+def search_request_from_query(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``GET /v1/search`` parameters (a multi-dict) as the body of a :class:`SearchRequest`:
+    filter names go into ``filters``; ``brands`` and ``conditions`` may repeat."""
+    body: dict[str, Any] = {}
+    filters: dict[str, Any] = {}
+    for key in params:
+        values = params.getlist(key)
+        value = values if key in LIST_PARAMETERS else values[-1]
+        (filters if key in Filters.model_fields else body)[key] = value
+    body.setdefault("filters", filters)  # a parameter named "filters" is refused as such
+    return body
+
+
+def query_parameters(model: type[SearchRequest]) -> list[dict[str, Any]]:
+    """The OpenAPI parameters of the GET form, from the request models themselves, so the
+    two forms cannot drift apart."""
+    out = []
+    for m, skip in ((model, {"filters"}), (Filters, set())):
+        schema = m.model_json_schema()
+        for name, prop in schema["properties"].items():
+            if name in skip:
+                continue
+            prop = {k: v for k, v in prop.items() if k not in ("title", "default")}
+            options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+            prop = {**(options[0] if options else {}), **prop}  # Optional[X] -> X
+            param = {"name": name, "in": "query", "required": name in schema.get("required", ()),
+                     "schema": prop, "description": prop.pop("description", "")}
+            if prop.get("type") == "array":
+                param.update(style="form", explode=True)
+            out.append(param)
+    return out
+
+
 class ModerationRequest(BaseModel):
     """A listing to check before buyers see it (``POST /v1/moderate``)."""
 
@@ -115,7 +147,9 @@ class ModerationRequest(BaseModel):
     description: str = Field("", max_length=10_000)
     price: float = Field(ge=0, le=PRICE_MAX, allow_inf_nan=False)
     photo: str = Field(min_length=1, max_length=12_000_000,
-                       description="the listing photo, base64 (JPEG, PNG, WebP)")
+                       description="the listing photo, base64 (JPEG, PNG, WebP)",
+                       json_schema_extra={"contentEncoding": "base64",
+                                          "contentMediaType": "image/*"})
 
 
 class ReloadRequest(BaseModel):
@@ -142,7 +176,8 @@ class ErrorResponse(BaseModel):
     message: str
     fields: list[FieldError] | None = Field(None, description="invalid_request: per field")
     request_id: str | None = None
-    serving: dict[str, Any] | None = Field(None, description="admin: what is still served")
+    serving: dict[str, Any] | list[dict[str, Any]] | None = Field(
+        None, description="admin refusals: the model or experiments still served")
 
 
 class ModelInfo(BaseModel):
@@ -204,4 +239,4 @@ class ModelReloaded(BaseModel):
 
 class ExperimentsReloaded(BaseModel):
     status: Literal["loaded"]
-    experiments: dict[str, Any]
+    experiments: list[dict[str, Any]] = Field(description="the running experiments' specs")

@@ -137,6 +137,14 @@ def models_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    """A trained moderation bundle: (model directory, encoder, detectors)."""
+    from tests.moderation_bundle import train_tiny_bundle
+
+    return train_tiny_bundle(tmp_path_factory.mktemp("moderation-models"))
+
+
 @pytest.fixture
 def feature_prefix() -> str:
     return f"test:{RUN_ID}:{uuid.uuid4().hex[:6]}"

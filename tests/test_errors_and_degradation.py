@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
     [
         ({}, "query"),
         ({"query": ""}, "query"),
-        ({"query": "   "}, "body"),
+        ({"query": "   "}, "query"),
         ({"query": "x" * 201}, "query"),
         ({"query": "a", "size": 0}, "size"),
         ({"query": "a", "size": 101}, "size"),

@@ -7,49 +7,19 @@ from __future__ import annotations
 import base64
 import io
 import json
-from dataclasses import asdict
 
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from app.moderation import Moderator
 from feature_jobs.violation_scores import write_violation_scores
 from tests.conftest import RUN_ID, indexed, run, write_jsonl
+from tests.moderation_bundle import TinyEncoder
 from training.image_score.photos import base_images
-from training.moderation.export import encoder_onnx, export_detectors, parity
-from training.moderation.train import ModerationConfig, build_data, evaluate, search
+from training.moderation.export import parity
+from training.moderation.train import ModerationConfig
 from training.simulator.violations import CATEGORIES
-
-
-class TinyEncoder(nn.Module):
-    """A stand-in image encoder (the real one is pluggable the same way), for speed."""
-
-    dim = 8
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 5, stride=8)
-
-    def forward(self, x):
-        return torch.relu(self.conv(x)).mean(dim=(2, 3))
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    encoder = TinyEncoder().eval()
-    config = ModerationConfig(positives_per_category=12, negatives_per_positive=3,
-                              search_epochs=1, eval_epochs=1, layers=3, nodes=2)
-    data = build_data(config, encoder)
-    found = search(data, config, say=lambda msg: None)
-    _, detectors = evaluate(data, found["genotypes"], config, say=lambda msg: None)
-    root = tmp_path_factory.mktemp("moderation-models")
-    model_dir = export_detectors(root, "1", encoder_onnx(encoder), encoder.dim, detectors,
-                                 {"threshold": 0.5, "genotypes": found["genotypes"],
-                                  "config": asdict(config), "encoder": "tiny"})
-    return model_dir, encoder, detectors
 
 
 def photos(n: int):
