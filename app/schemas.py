@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from app.listings import CONDITIONS, PRICE_MAX, Condition
 
@@ -87,17 +87,16 @@ def search_request_model(max_page_size: int, candidates: int,
     newest (the engine's ``index.max_result_window``).
     """
     deepest = max(candidates, result_window)
-
-    class SearchRequest_(SearchRequest):  # noqa: N801 (named SearchRequest below)
-        windows: ClassVar[dict[str, int]] = {"best_match": candidates, "newest": result_window}
-        size: int = Field(20, ge=1, le=max_page_size, description="page size")
-        offset: int = Field(
+    bounded = create_model(
+        "SearchRequest", __base__=SearchRequest,
+        size=(int, Field(20, ge=1, le=max_page_size, description="page size")),
+        offset=(int, Field(
             0, ge=0, le=deepest - 1,
             description=f"offset into the ranked list; offset + size at most {candidates} "
-                        f"for best_match, {result_window} for newest")
-
-    SearchRequest_.__name__ = SearchRequest_.__qualname__ = "SearchRequest"
-    return SearchRequest_
+                        f"for best_match, {result_window} for newest")),
+    )
+    bounded.windows = {"best_match": candidates, "newest": result_window}
+    return bounded
 
 
 # --- the GET form of a search: the same model, filters flattened into the query string ---

@@ -152,3 +152,28 @@ def test_unknown_paths_and_methods_get_the_service_error_shape(client):
                          (client.delete("/v1/search"), 405)):
         assert resp.status_code == status
         assert resp.json()["error"] in ("not_found", "method_not_allowed")
+
+
+def test_the_openapi_document_states_answers_and_limits(client):
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas  # 422 is the service's own error shape
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            ok = op["responses"]["200"]["content"]
+            body = ok.get("application/json", {}).get("schema")
+            assert path == "/metrics" or body and body != {}, (method, path)
+            for status, answer in op["responses"].items():
+                if status.startswith(("4", "5")):
+                    ref = answer["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith(("/ErrorResponse", "/Readiness")), (path, status)
+    search = doc["paths"]["/v1/search"]["post"]["responses"]
+    assert {"200", "400", "401", "403", "422", "503", "504"} <= set(search)
+    assert {"401", "403", "409", "422"} <= set(doc["paths"]["/admin/model/reload"]["post"][
+        "responses"])
+    request = schemas["SearchRequest"]["properties"]
+    assert request["query"]["maxLength"] == 200 and request["size"]["maximum"] == 100
+    assert "offset + size at most 400" in request["offset"]["description"]
+    assert schemas["Filters"]["properties"]["conditions"]["maxItems"] == 5
+    get_params = {p["name"]: p for p in doc["paths"]["/v1/search"]["get"]["parameters"]}
+    assert get_params["price_max"]["schema"]["maximum"] == 9_999_999
