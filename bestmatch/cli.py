@@ -202,38 +202,42 @@ def cmd_images_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_features_refresh(args: argparse.Namespace) -> int:
-    """Exit codes: 0 published; 1 failed (previous version still served); 75 lock held."""
+def _publish_config(args: argparse.Namespace, cls, **fields):
+    """``cls`` (a :class:`feature_jobs.refresh.PublishConfig`) from the shared options;
+    a bad value exits with 2 and the reason."""
+    s = _settings()
+    try:
+        return cls(snapshot_dir=Path(args.snapshot_dir or s.snapshot_dir),
+                   prefix=s.feature_prefix, grace_s=args.grace_s, lock_ttl_s=args.lock_ttl_s,
+                   **fields)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _on_redis(job):
+    """Run ``job(redis)`` on the configured Redis (or Redis Cluster), then close."""
     from app.feature_store import connect_redis
-    from feature_jobs.refresh import (
-        LockHeld,
-        RefreshConfig,
-        RefreshError,
-        refresh,
-        refresh_snapshot,
-    )
 
     s = _settings()
-    config = RefreshConfig(
-        events=Path(args.events), snapshot_dir=Path(args.snapshot_dir or s.snapshot_dir),
-        prefix=s.feature_prefix, window_days=args.window_days,
-        max_reject_ratio=args.max_reject_ratio, grace_s=args.grace_s,
-        lock_ttl_s=args.lock_ttl_s,
-        **({"end": datetime.fromisoformat(args.end)} if args.end else {}))
 
     async def run():
         redis = connect_redis(s.redis_url, s.redis_cluster)
         try:
-            return await refresh(redis, config, version=args.version or None,
-                                 say=_say, progress_factory=_progress)
+            return await job(redis)
         finally:
             await redis.aclose()
 
+    return asyncio.run(run())
+
+
+def _publish_job(job) -> int:
+    """Run ``job()`` and print its JSON summary. Exit codes: 0 published; 1 failed
+    (the previous version still served); 75 another run holds the lock."""
+    from feature_jobs.refresh import LockHeld, RefreshError
+
     try:
-        if s.feature_store == "snapshot":
-            summary = refresh_snapshot(config, args.version or None, say=_say)
-        else:
-            summary = asyncio.run(run())
+        summary = job()
     except LockHeld as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 75
@@ -242,6 +246,33 @@ def cmd_features_refresh(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def cmd_features_refresh(args: argparse.Namespace) -> int:
+    from feature_jobs.refresh import RefreshConfig, refresh, refresh_snapshot
+
+    config = _publish_config(
+        args, RefreshConfig, events=Path(args.events), window_days=args.window_days,
+        max_reject_ratio=args.max_reject_ratio,
+        **({"end": datetime.fromisoformat(args.end)} if args.end else {}))
+    version = args.version or None
+    if _settings().feature_store == "snapshot":
+        return _publish_job(lambda: refresh_snapshot(config, version, say=_say))
+    return _publish_job(lambda: _on_redis(lambda redis: refresh(
+        redis, config, version, say=_say, progress_factory=_progress)))
+
+
+def cmd_features_republish(args: argparse.Namespace) -> int:
+    from feature_jobs.refresh import PublishConfig, republish
+
+    if _settings().feature_store == "snapshot":
+        print("error: republish writes a snapshot back into Redis; with "
+              "BESTMATCH_FEATURE_STORE=snapshot the service reads the snapshot files",
+              file=sys.stderr)
+        return 2
+    config = _publish_config(args, PublishConfig)
+    return _publish_job(lambda: _on_redis(lambda redis: republish(
+        redis, config, args.version or None, say=_say, progress_factory=_progress)))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -257,7 +288,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_serve(args)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: every command and its options."""
     parser = argparse.ArgumentParser(prog="bestmatch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -376,22 +408,36 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("features", help="feature store jobs")
     fsub = p.add_subparsers(dest="features_command", required=True)
+    exit_codes = ("exit codes: 0 published; 1 failed (the previous version is still served); "
+                  "2 bad options; 75 another run holds the lock (retry later)")
+
+    def publish_options(f: argparse.ArgumentParser, version_help: str) -> None:
+        f.add_argument("--snapshot-dir", default="",
+                       help="snapshot Parquet files, rejected rows and CURRENT, the last "
+                            "published version (default: BESTMATCH_SNAPSHOT_DIR, "
+                            "var/embedded/features)")
+        f.add_argument("--grace-s", type=int, default=6 * 3600,
+                       help="TTL given to the previous version's keys after the switch")
+        f.add_argument("--lock-ttl-s", type=float, default=30.0,
+                       help="TTL of the Redis lock, renewed every TTL/3 while the job runs: "
+                            "how long a killed run blocks the next one (default 30, at least 3)")
+        f.add_argument("--version", default="", help=version_help)
+
     f = fsub.add_parser("refresh", help="event logs -> item CTR / impression prob -> a new "
                         "version in the feature store (BESTMATCH_FEATURE_STORE: snapshot files, "
-                        "or Redis at BESTMATCH_REDIS_URL under BESTMATCH_FEATURE_PREFIX)")
+                        "or Redis at BESTMATCH_REDIS_URL under BESTMATCH_FEATURE_PREFIX)",
+                        epilog=exit_codes)
     f.add_argument("--events", required=True, help="Parquet or JSON-lines event log")
-    f.add_argument("--snapshot-dir", default="",
-                   help="snapshot Parquet files and rejected rows (default: "
-                        "BESTMATCH_SNAPSHOT_DIR, var/embedded/features)")
     f.add_argument("--end", default="", help="ISO time the window ends (default today 00:00Z)")
     f.add_argument("--window-days", type=int, default=7)
     f.add_argument("--max-reject-ratio", type=float, default=0.01)
-    f.add_argument("--grace-s", type=int, default=6 * 3600,
-                   help="TTL given to the previous version's keys after the switch")
-    f.add_argument("--lock-ttl-s", type=int, default=3600,
-                   help="the lock's TTL: how long a killed run blocks the next one")
-    f.add_argument("--version", default="", help="default: END date + UTC time")
+    publish_options(f, "default: END date + UTC time")
     f.set_defaults(func=cmd_features_refresh)
+    f = fsub.add_parser("republish", help="write a published version back into Redis from "
+                        "its Parquet snapshot and point at it (after Redis lost its data)",
+                        epilog=exit_codes)
+    publish_options(f, "the snapshot to republish (default: the last published, CURRENT)")
+    f.set_defaults(func=cmd_features_republish)
 
     p = sub.add_parser("demo", help="simulated marketplace -> index + features + model "
                        "in the configured backends (embedded by default)")
@@ -404,7 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     serve_options(p)
     p.set_defaults(func=cmd_demo)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

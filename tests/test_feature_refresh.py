@@ -1,5 +1,6 @@
 """The nightly feature refresh against the real Redis: publish, switch, crash, expiry,
-rejects and the lock; the service's store reads the new values without a restart."""
+rejects and the lock (its heartbeat, a killed holder); republishing into a Redis that
+lost its data; the service's store reads the new values without a restart."""
 
 from __future__ import annotations
 
@@ -15,15 +16,26 @@ import orjson
 import polars as pl
 import pytest
 import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
 
 import devstack
 from app.feature_store import FeatureStore, connect_redis, current_key, item_key, meta_key
+from app.snapshot_store import POINTER
+from bestmatch.cli import build_parser, main
 from feature_jobs.item_stats import PRIOR_STRENGTH
-from feature_jobs.refresh import RefreshConfig, RefreshError, refresh, refresh_lock
+from feature_jobs.refresh import (
+    PublishConfig,
+    RefreshConfig,
+    RefreshError,
+    refresh,
+    refresh_lock,
+    republish,
+)
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.integration
 END = datetime(2026, 11, 10, tzinfo=UTC)
+FEATURES = [sys.executable, "-m", "bestmatch.cli", "features"]
 
 
 def write_events(path: Path, clicks: dict[str, tuple[int, int]], bad_rows: int = 0) -> Path:
@@ -40,10 +52,25 @@ def write_events(path: Path, clicks: dict[str, tuple[int, int]], bad_rows: int =
     return path
 
 
+async def drop_prefix(client: aioredis.Redis, prefix: str) -> None:
+    """Delete every key under ``prefix``: a Redis that lost its data, as far as this
+    test's keys go (the server is shared, so no FLUSHALL)."""
+    keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=5000)]
+    for start in range(0, len(keys), 5000):
+        await client.delete(*keys[start:start + 5000])  # split per slot on a cluster
+
+
+async def dump_prefix(client: aioredis.Redis, prefix: str) -> dict[bytes, tuple]:
+    """Every key under ``prefix`` with its serialized value and TTL."""
+    return {key: (await client.dump(key), await client.ttl(key))
+            async for key in client.scan_iter(match=f"{prefix}:*", count=5000)}
+
+
 @pytest.fixture
-async def redis(redis_url):
+async def redis(redis_url, feature_prefix):
     client = aioredis.Redis.from_url(redis_url)
     yield client
+    await drop_prefix(client, feature_prefix)  # the dev Redis persists; leave nothing behind
     await client.aclose()
 
 
@@ -52,6 +79,28 @@ def config(tmp_path, feature_prefix) -> RefreshConfig:
     events = write_events(tmp_path / "events.jsonl", {"a": (30, 3), "b": (10, 0)})
     return RefreshConfig(events=events, snapshot_dir=tmp_path / "snap", prefix=feature_prefix,
                          end=END, grace_s=600)
+
+
+@pytest.fixture
+def cli_env(redis_url, feature_prefix) -> dict[str, str]:
+    """The environment of a ``bestmatch features`` process on the test's Redis and prefix."""
+    return {**os.environ, "BESTMATCH_FEATURE_STORE": "redis", "BESTMATCH_REDIS_URL": redis_url,
+            "BESTMATCH_FEATURE_PREFIX": feature_prefix}
+
+
+@pytest.fixture
+def big_events(tmp_path) -> Path:
+    """400,000 items' impressions: a run that takes a few seconds to publish."""
+    n = 400_000
+    path = tmp_path / "big.parquet"
+    pl.DataFrame({"event": ["impression"] * n, "item_id": [f"i{k}" for k in range(n)],
+                  "ts": [END - timedelta(hours=3)] * n}).write_parquet(path)
+    return path
+
+
+def refresh_args(config: RefreshConfig, events: Path, *extra: str) -> list[str]:
+    return [*FEATURES, "refresh", "--events", str(events), "--end", END.isoformat(),
+            "--snapshot-dir", str(config.snapshot_dir), "--grace-s", "600", *extra]
 
 
 async def test_publish_switches_and_the_service_reads_it(redis, config):
@@ -112,11 +161,56 @@ async def test_malformed_rows_are_set_aside_and_too_many_fail(redis, config, tmp
     assert (await redis.get(current_key(config.prefix))) == b"v1"
 
 
-async def test_the_lock_is_renewed_while_a_run_outlasts_its_ttl(redis, config):
-    async with refresh_lock(redis, config.prefix, ttl_s=0.3) as lock:
-        await asyncio.sleep(1.0)
-        assert await lock.owned()
-    assert not await redis.exists(f"{config.prefix}:refresh-lock")
+def test_a_killed_run_blocks_the_next_one_for_under_a_minute_by_default(tmp_path, capsys):
+    assert RefreshConfig(events=tmp_path, snapshot_dir=tmp_path).lock_ttl_s <= 60
+    for command in (["refresh", "--events", "e"], ["republish"]):
+        assert build_parser().parse_args(["features", *command]).lock_ttl_s <= 60
+    with pytest.raises(ValueError, match="at least 3 s"):
+        PublishConfig(snapshot_dir=tmp_path, lock_ttl_s=0.5)
+    with pytest.raises(SystemExit) as exit_:  # a TTL the heartbeat cannot keep is refused
+        main(["features", "refresh", "--events", "e", "--lock-ttl-s", "1"])
+    assert exit_.value.code == 2 and "at least 3 s" in capsys.readouterr().err
+
+
+async def test_the_heartbeat_keeps_the_lock_while_a_run_outlasts_its_ttl(redis, config):
+    key = f"{config.prefix}:refresh-lock"
+    async with refresh_lock(redis, config.prefix, ttl_s=0.3) as held:
+        for _ in range(10):  # 1 s, over three TTLs
+            await asyncio.sleep(0.1)
+            assert 0 < await redis.pttl(key) <= 300
+        assert await held.lock.owned()
+        await held.confirm()
+    assert not await redis.exists(key)
+
+    async with refresh_lock(redis, config.prefix, ttl_s=0.3) as held:
+        await redis.set(key, "another run", px=60_000)
+        await asyncio.sleep(0.2)  # the next beat finds it taken
+        assert held.lost
+        with pytest.raises(RefreshError, match="heartbeat"):
+            await held.confirm()
+    assert await redis.get(key) == b"another run"  # the other run's lock stays
+
+
+async def test_a_run_that_lost_the_lock_never_switches(redis, redis_url, config):
+    """The lock expires or another run takes it while this one writes: it stops before
+    the switch, and does not release the other run's lock."""
+    await refresh(redis, config, version="v1")
+    key = f"{config.prefix}:refresh-lock"
+    other_run = SyncRedis.from_url(redis_url)
+
+    def take_the_lock(msg: str) -> None:
+        if msg.startswith("publishing"):
+            other_run.set(key, "another run", px=60_000)
+
+    write_events(config.events, {"a": (10, 9)})
+    try:
+        with pytest.raises(RefreshError, match="lost the refresh lock"):
+            await refresh(redis, config, version="v2", say=take_the_lock)
+        assert other_run.get(key) == b"another run"
+    finally:
+        other_run.close()
+    assert (await redis.get(current_key(config.prefix))) == b"v1"
+    assert (config.snapshot_dir / POINTER).read_text().strip() == "v1"
 
 
 async def test_a_second_run_is_refused_while_one_holds_the_lock(redis, config):
@@ -160,21 +254,40 @@ async def test_publish_and_read_on_a_redis_cluster(cluster_url, config):
         await redis.aclose()
 
 
+async def test_a_killed_run_frees_the_lock_within_its_ttl(redis, config, cli_env, big_events):
+    """SIGKILL the real job as soon as it holds the lock: the next run is refused (75)
+    until the lock's TTL ends, and the run after that publishes."""
+    key = f"{config.prefix}:refresh-lock"
+    job = subprocess.Popen(refresh_args(config, big_events, "--lock-ttl-s", "4", "--version",
+                                        "v1"), env=cli_env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        async with asyncio.timeout(60):
+            while not await redis.exists(key):
+                await asyncio.sleep(0.005)
+        job.send_signal(signal.SIGKILL)
+    finally:
+        job.wait(10)
+    assert 0 < await redis.pttl(key) <= 4000
+
+    retry = refresh_args(config, config.events, "--version", "v2")
+    busy = subprocess.run(retry, env=cli_env, capture_output=True, text=True)
+    assert busy.returncode == 75, busy.stderr
+    async with asyncio.timeout(5):  # freed by its TTL, with no one to renew it
+        while await redis.exists(key):
+            await asyncio.sleep(0.05)
+    done = subprocess.run(retry, env=cli_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (await redis.get(current_key(config.prefix))) == b"v2"
+
+
 async def test_a_run_killed_while_publishing_leaves_the_old_version_served(
-        redis, redis_url, config, tmp_path):
+        redis, config, cli_env, big_events):
     """SIGKILL the real job in the middle of its write: the pointer and the old values
-    stay; the lock blocks the next run until its TTL; a later run cleans up."""
+    stay; once the lock has expired, a later run cleans up."""
     await refresh(redis, config, version="v1")
-    n = 400_000
-    events = tmp_path / "big.parquet"
-    pl.DataFrame({"event": ["impression"] * n, "item_id": [f"i{k}" for k in range(n)],
-                  "ts": [END - timedelta(hours=3)] * n}).write_parquet(events)
-    cmd = [sys.executable, "-m", "bestmatch.cli", "features", "refresh", "--events",
-           str(events), "--end", END.isoformat(), "--snapshot-dir", str(tmp_path / "snap"),
-           "--grace-s", "600", "--lock-ttl-s", "3"]
-    env = {**os.environ, "BESTMATCH_FEATURE_STORE": "redis", "BESTMATCH_REDIS_URL": redis_url,
-           "BESTMATCH_FEATURE_PREFIX": config.prefix}
-    job = subprocess.Popen([*cmd, "--version", "v2"], env=env, stderr=subprocess.DEVNULL,
+    cmd = refresh_args(config, big_events, "--lock-ttl-s", "3")
+    job = subprocess.Popen([*cmd, "--version", "v2"], env=cli_env, stderr=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL)
     try:
         async with asyncio.timeout(60):
@@ -189,11 +302,90 @@ async def test_a_run_killed_while_publishing_leaves_the_old_version_served(
     assert batch.values["ctr"][0] == pytest.approx((3 + PRIOR_STRENGTH * 0.02) / 50, rel=1e-6)
     assert batch.missing.tolist() == [False, True]
 
-    busy = subprocess.run([*cmd, "--version", "v3"], env=env, capture_output=True, text=True)
-    assert busy.returncode == 75, busy.stderr  # the dead run's lock, until its TTL
-    await asyncio.sleep(3.2)
-    done = subprocess.run([*cmd, "--version", "v3"], env=env, capture_output=True, text=True)
+    async with asyncio.timeout(5):
+        while await redis.exists(f"{config.prefix}:refresh-lock"):
+            await asyncio.sleep(0.05)
+    done = subprocess.run([*cmd, "--version", "v3"], env=cli_env, capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stderr
     summary = orjson.loads(done.stdout)
     assert summary["orphan_versions_expiring"] == ["v2"] and summary["previous"] == "v1"
     assert 0 < await redis.ttl(item_key(config.prefix, "v2", "i0")) <= 600
+
+
+async def test_republish_restores_a_redis_that_lost_its_data(redis, config, cli_env):
+    """Refresh, lose every key, then one command: the store serves the same values again."""
+    await refresh(redis, config, version="v1")
+    assert (config.snapshot_dir / POINTER).read_text().strip() == "v1"
+    store = FeatureStore(redis, config.prefix, pointer_ttl_s=0.0)
+    before = await store.fetch(["a", "b", "unknown"])
+    assert before.degraded is None
+
+    await drop_prefix(redis, config.prefix)
+    lost = await store.fetch(["a", "b", "unknown"])
+    assert lost.degraded == "no_feature_version" and lost.missing.all()
+
+    run = subprocess.run([*FEATURES, "republish", "--snapshot-dir", str(config.snapshot_dir)],
+                         env=cli_env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    summary = orjson.loads(run.stdout)
+    assert summary["version"] == "v1" and summary["items"] == 2
+    assert summary["previous"] is None
+    after = await store.fetch(["a", "b", "unknown"])
+    assert after.degraded is None and after.missing.tolist() == [False, False, True]
+    for name, values in before.values.items():
+        assert after.values[name].tolist() == values.tolist(), name
+    assert await redis.ttl(item_key(config.prefix, "v1", "a")) == -1
+
+
+async def test_republish_without_a_snapshot_fails_and_changes_nothing(redis, config, cli_env,
+                                                                     tmp_path):
+    await refresh(redis, config, version="v1")
+    state = await dump_prefix(redis, config.prefix)
+    for args, error in ((["--version", "v0"], "no snapshot"),
+                        (["--snapshot-dir", str(tmp_path / "empty")], "no published version")):
+        run = subprocess.run([*FEATURES, "republish", "--snapshot-dir",
+                              str(config.snapshot_dir), *args], env=cli_env,
+                             capture_output=True, text=True)
+        assert run.returncode == 1 and error in run.stderr, run.stderr
+    assert await dump_prefix(redis, config.prefix) == state
+    assert (config.snapshot_dir / POINTER).read_text().strip() == "v1"
+
+
+async def test_republish_on_a_redis_cluster(cluster_url, config):
+    items = {f"item-{i}": (20 + i, i % 5) for i in range(60)}
+    write_events(config.events, items)
+    redis = connect_redis(cluster_url, cluster=True)
+    try:
+        await refresh(redis, config, version="v1")
+        store = FeatureStore(redis, config.prefix, pointer_ttl_s=0.0)
+        before = await store.fetch(list(items))
+        await drop_prefix(redis, config.prefix)
+        assert (await store.fetch(list(items))).degraded == "no_feature_version"
+
+        summary = await republish(redis, config)
+        assert summary["version"] == "v1" and summary["items"] == len(items)
+        after = await store.fetch(list(items))
+        assert after.degraded is None and not after.missing.any()
+        assert after.values["ctr"].tolist() == before.values["ctr"].tolist()
+    finally:
+        await redis.aclose()
+
+
+async def test_the_dev_redis_keeps_its_versions_over_a_restart(tmp_path, config):
+    """devstack's Redis writes an append-only file: a restart is not a data loss."""
+    server = devstack.start_redis(tmp_path / "redis")
+    try:
+        client = aioredis.Redis.from_url(server.url)
+        await refresh(client, config, version="v1")
+        await client.aclose()
+    finally:
+        devstack.stop(server.pid)
+    server = devstack.start_redis(tmp_path / "redis")
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        batch = await FeatureStore(client, config.prefix, pointer_ttl_s=0.0).fetch(["a"])
+        assert batch.degraded is None and not batch.missing.any()
+    finally:
+        await client.aclose()
+        devstack.stop(server.pid)
