@@ -184,6 +184,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return json_response({"error": code, "message": message}, exc.status_code,
                              getattr(exc, "headers", None))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        """A bug: the service's error shape, the traceback in the log (uvicorn's)."""
+        return error(500, "internal_error", "unexpected error; see the service log")
+
     def admin_denied(token: str | None) -> Response | None:
         if not settings.admin_token:
             return error(403, "admin_disabled", "set BESTMATCH_ADMIN_TOKEN to enable admin")
@@ -262,7 +267,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "Server-Timing": ", ".join(f"{k};dur={v}" for k, v in stages.items()),
         })
 
-    search_answers = documented(SearchResponse, 401, 403, 503, 504)
+    search_answers = documented(SearchResponse, 401, 403, 500, 503, 504)
 
     @app.post("/v1/search", summary="Search and re-rank", responses=search_answers)
     async def search_post(

@@ -201,10 +201,12 @@ def cluster_name() -> str:
     return f"bestmatch-dev-{digest}"
 
 
-def start_opensearch(base: Path, timeout_s: float = 180) -> Server:
+def start_opensearch(base: Path, timeout_s: float = 180, port: int | None = None) -> Server:
+    """A node with its data in ``base``, on ``port`` (e.g. to restart a stopped node where
+    its clients expect it) or the first free one."""
     java, lib = find_java(), ensure_jars()
     # The runner puts node 1 on baseHttpPort + 1 and never searches past 9299.
-    port = next((p for p in range(9201, 9300) if port_free(p)), None)
+    port = port or next((p for p in range(9201, 9300) if port_free(p)), None)
     if port is None:
         raise DevstackError("no free port in 9201-9299")
     base.mkdir(parents=True, exist_ok=True)
@@ -240,8 +242,8 @@ def _spawn_redis(base: Path, port: int, timeout_s: float, *extra: str) -> int:
                           timeout_s)
 
 
-def start_redis(base: Path, timeout_s: float = 30) -> Server:
-    port = free_port()
+def start_redis(base: Path, timeout_s: float = 30, port: int | None = None) -> Server:
+    port = port or free_port()
     _log(f"starting Redis on 127.0.0.1:{port}")
     return Server("redis", f"redis://127.0.0.1:{port}/0", _spawn_redis(base, port, timeout_s))
 
