@@ -11,9 +11,16 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from feature_jobs.refresh import PublishConfig
+
+Config = TypeVar("Config", bound="PublishConfig")
 
 
 def _settings():
@@ -202,7 +209,7 @@ def cmd_images_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _publish_config(args: argparse.Namespace, cls, **fields):
+def _publish_config(args: argparse.Namespace, cls: type[Config], **fields) -> Config:
     """``cls`` (a :class:`feature_jobs.refresh.PublishConfig`) from the shared options;
     a bad value exits with 2 and the reason."""
     s = _settings()
@@ -215,7 +222,7 @@ def _publish_config(args: argparse.Namespace, cls, **fields):
         raise SystemExit(2) from None
 
 
-def _on_redis(job):
+def _on_redis(job: Callable[..., Awaitable[dict]]) -> dict:
     """Run ``job(redis)`` on the configured Redis (or Redis Cluster), then close."""
     from app.feature_store import connect_redis
 
@@ -231,7 +238,7 @@ def _on_redis(job):
     return asyncio.run(run())
 
 
-def _publish_job(job) -> int:
+def _publish_job(job: Callable[[], dict]) -> int:
     """Run ``job()`` and print its JSON summary. Exit codes: 0 published; 1 failed
     (the previous version still served); 75 another run holds the lock."""
     from feature_jobs.refresh import LockHeld, RefreshError
