@@ -40,6 +40,14 @@ def publish_snapshot(snapshot_dir: Path, version: str,
     os.replace(tmp, snapshot_dir / POINTER)
 
 
+def published_version(snapshot_dir: Path) -> str | None:
+    """The version ``CURRENT`` names: the last one published (None: never)."""
+    try:
+        return (snapshot_dir / POINTER).read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
 class SnapshotFeatureStore:
     def __init__(self, snapshot_dir: Path, pointer_ttl_s: float = 1.0):
         self.snapshot_dir = Path(snapshot_dir)
@@ -59,11 +67,8 @@ class SnapshotFeatureStore:
         if now - self._checked_at < self.pointer_ttl_s:
             return
         self._checked_at = now
-        try:
-            version = (self.snapshot_dir / POINTER).read_text().strip()
-        except FileNotFoundError:
-            return
-        if version == self._version:
+        version = published_version(self.snapshot_dir)
+        if version is None or version == self._version:
             return
         try:
             snapshot = pl.read_parquet(self.snapshot_dir / f"{version}.parquet",

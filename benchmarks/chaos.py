@@ -64,7 +64,7 @@ BESTMATCH = str(REPO / ".venv" / "bin" / "bestmatch")
 class Answer:
     t: float
     status: int  # 0: no HTTP answer (connection refused or reset)
-    code: str = ""  # error code, or "degraded" / "ok"
+    code: str = ""  # error code, "degraded:REASONS" or "ok"
     seconds: float = 0.0
 
 
@@ -98,7 +98,9 @@ class Load:
                     await asyncio.sleep(0.05)
                     continue
                 data = resp.json()
-                code = data.get("error") or ("degraded" if data.get("degraded") else "ok")
+                degraded = data.get("degraded")
+                code = data.get("error") or (
+                    "degraded:" + ",".join(degraded) if degraded else "ok")
                 self.answers.append(Answer(t, resp.status_code, code, time.monotonic() - t))
 
     def first_clean_after(self, t: float) -> float | None:
@@ -115,6 +117,7 @@ class Chaos:
         self.rng = random.Random(args.seed)
         self.phases: list[Phase] = []
         self.servers: dict[str, devstack.Server] = {}
+        self.run_id = time.strftime("%Y%m%d%H%M%S")
 
     # --- servers ---------------------------------------------------------------------
     def start_servers(self) -> None:
@@ -157,8 +160,12 @@ class Chaos:
                 "catalog": sim / "listings.jsonl"}
 
     def job(self, *argv: str) -> subprocess.Popen:
-        return subprocess.Popen([BESTMATCH, *argv], env={**os.environ, **self.env()},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+        """A ``bestmatch`` command; its output is appended to ``var/chaos/jobs.log``."""
+        with open(WORK / "jobs.log", "ab") as log:
+            log.write(f"--- bestmatch {' '.join(argv)}\n".encode())
+            log.flush()
+            return subprocess.Popen([BESTMATCH, *argv], env={**os.environ, **self.env()},
+                                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
     # --- phases ------------------------------------------------------------------------
     def phase(self, name: str) -> Phase:
@@ -271,39 +278,64 @@ class Chaos:
             time.sleep(0.1)
         return None
 
-    def refresh(self, data: dict, version: str, *extra: str) -> subprocess.Popen:
-        return self.job("features", "refresh", "--events", str(data["events"]),
-                        "--end", data["end"], "--version", version, *extra)
+    def refresh(self, data: dict, name: str, *extra: str, watch: bool = False,
+                ) -> subprocess.Popen:
+        """A refresh publishing version ``chaos-RUN-name`` (new in every run: Redis keeps
+        its data between runs, and a version is never written twice); with ``watch``
+        its progress lines can be read from ``stderr``."""
+        argv = ["features", "refresh", "--events", str(data["events"]), "--end", data["end"],
+                "--version", f"chaos-{self.run_id}-{name}", *extra]
+        if not watch:
+            return self.job(*argv)
+        return subprocess.Popen([BESTMATCH, *argv], env={**os.environ, **self.env()},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+
+    def kill_at(self, job: subprocess.Popen, stage: str, max_delay_s: float) -> bool:
+        """SIGKILL ``job`` a random moment (up to ``max_delay_s``) after it printed
+        ``stage`` ("" = after it started); whether it was still running then."""
+        if stage:
+            for line in iter(job.stderr.readline, b""):
+                if line.decode(errors="replace").startswith(stage):
+                    break
+        time.sleep(self.rng.uniform(0.0, max_delay_s))
+        running = job.poll() is None
+        job.kill()
+        job.wait()
+        job.stderr.close()
+        return running
 
     def kill_refreshes(self, data: dict) -> dict:
+        """Kill refresh runs at random points of each stage, in turn: start-up (before the
+        lock), aggregation, writing and verifying (lock held); the last one, with the
+        default lock TTL, right after it took the lock."""
         t = time.monotonic()
-        full = self.refresh(data, "chaos-full").wait()
+        full = self.refresh(data, "full").wait()
         full_s = time.monotonic() - t
         short = ("--lock-ttl-s", str(self.args.refresh_lock_ttl_s))
-        kills, held, complete = 0, 0, 0
+        stages = [("", full_s), ("reading and aggregating", 0.1), ("publishing", 0.05)]
+        kills: Counter[str] = Counter()
+        finished_first, complete = 0, 0
         lock_free: dict[str, list[float | None]] = {"short": [], "default": []}
         for k in range(self.args.refresh_kills + 1):
-            default_ttl = k == self.args.refresh_kills  # the last kill: default TTL
-            job = self.refresh(data, f"chaos-kill-{k}", *(() if default_ttl else short))
-            if default_ttl:  # kill it surely holding the lock
-                while not self.redis().exists("chaos:refresh-lock") and job.poll() is None:
-                    time.sleep(0.05)
-            else:
-                time.sleep(self.rng.uniform(0.0, full_s))
-            had_lock = bool(self.redis().exists("chaos:refresh-lock"))
-            job.kill()
-            job.wait()
+            default_ttl = k == self.args.refresh_kills
+            stage, delay = ("reading and aggregating", 0.0) if default_ttl else \
+                stages[k % len(stages)]
+            job = self.refresh(data, f"kill-{k}", *(() if default_ttl else short), watch=True)
+            if not self.kill_at(job, stage, delay):
+                finished_first += 1  # it published before the random moment came
+                continue
             kill_t = time.monotonic()
-            kills += 1
-            held += had_lock
+            had_lock = bool(self.redis().exists("chaos:refresh-lock"))
+            kills[stage or "start-up"] += 1
             complete += self.served_version_complete() is True
             if had_lock:
                 lock_free["default" if default_ttl else "short"].append(
                     self.lock_free_after(kill_t))
-        retry = self.refresh(data, "chaos-after").wait()
+        retry = self.refresh(data, "after").wait()
+        n = sum(kills.values())
         return {"full_refresh_s": round(full_s, 2), "full_refresh_exit": full,
-                "kills": kills, "killed_holding_lock": held,
-                "served_version_complete_after_kill": f"{complete}/{kills}",
+                "kills_by_stage": dict(kills), "finished_before_the_kill": finished_first,
+                "served_version_complete_after_kill": f"{complete}/{n}",
                 "lock_ttl_s": self.args.refresh_lock_ttl_s,
                 "lock_free_s_after_kill": lock_free["short"],
                 "lock_free_s_after_kill_default_ttl": lock_free["default"],
@@ -315,13 +347,15 @@ def summarise(load: Load, phases: list[Phase]) -> list[dict]:
     for p in phases:
         answers = load.between(p.started, p.ended)
         statuses = Counter(a.status for a in answers)
+        codes = Counter(a.code for a in answers if a.code != "ok")
         unexpected = sum(1 for a in answers if a.status == 0 or (
             a.status >= 500 and not (a.status == 503 and a.code in EXPECTED_503)))
         slow_503 = max((a.seconds for a in answers if a.status == 503), default=0.0)
         rows.append({
             "phase": p.name, "seconds": round(p.ended - p.started, 1),
             "answers": len(answers), "by_status": dict(sorted(statuses.items())),
-            "degraded": sum(a.code == "degraded" for a in answers),
+            "not_ok_by_code": dict(codes),
+            "degraded": sum(a.code.startswith("degraded") for a in answers),
             "unexpected_failures": unexpected,
             "slowest_503_s": round(slow_503, 2), "recovery_s": p.recovery_s, **p.notes,
         })
@@ -380,8 +414,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4, help="concurrent searchers")
     ap.add_argument("--phase-s", type=float, default=10.0,
                     help="how long Redis stays down (the engine: half of it)")
-    ap.add_argument("--reloads", type=int, default=100, help="model reloads (half refused)")
-    ap.add_argument("--refresh-kills", type=int, default=10)
+    ap.add_argument("--reloads", type=int, default=300, help="model reloads (half refused)")
+    ap.add_argument("--refresh-kills", type=int, default=20,
+                    help="refresh runs to kill (one that finishes first is not counted)")
     ap.add_argument("--refresh-lock-ttl-s", type=float, default=4.0,
                     help="lock TTL of the randomly killed refresh runs (one more is killed "
                          "with the default TTL)")

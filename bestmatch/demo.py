@@ -102,10 +102,9 @@ def _features(settings: Settings, sim_dir: Path, now: datetime, version: str) ->
     config = RefreshConfig(events=sim_dir / "events.parquet", snapshot_dir=settings.snapshot_dir,
                            prefix=settings.feature_prefix, end=now)
     if settings.feature_store == "snapshot":
-        from app.snapshot_store import POINTER, publish_snapshot
+        from app.snapshot_store import publish_snapshot, published_version
 
-        pointer = settings.snapshot_dir / POINTER
-        if pointer.exists() and pointer.read_text().strip() == version:
+        if published_version(settings.snapshot_dir) == version:
             _say("   already published")
             return
         if (settings.snapshot_dir / f"{version}.parquet").exists():  # e.g. by the Redis job

@@ -62,7 +62,7 @@ from app.feature_store import (
     write_version,
 )
 from app.progress import NoProgress
-from app.snapshot_store import POINTER, publish_snapshot
+from app.snapshot_store import POINTER, publish_snapshot, published_version
 from feature_jobs.events import read_events, set_aside
 from feature_jobs.item_stats import daily_counts, item_stats
 
@@ -327,11 +327,11 @@ async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | N
 
 def last_published(snapshot_dir: Path) -> str:
     """The version the snapshot directory's ``CURRENT`` names."""
-    try:
-        return (snapshot_dir / POINTER).read_text().strip()
-    except FileNotFoundError:
+    version = published_version(snapshot_dir)
+    if version is None:
         raise RefreshError(f"no published version in {snapshot_dir} ({POINTER} is missing); "
-                           "give --version to republish one of its snapshots") from None
+                           "give --version to republish one of its snapshots")
+    return version
 
 
 def read_snapshot(path: Path) -> pl.DataFrame:
