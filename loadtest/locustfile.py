@@ -25,11 +25,11 @@ from locust import FastHttpUser, between, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.listings import CONDITIONS  # noqa: E402
 from app.recall import RecallParams, best_match_body  # noqa: E402
 from app.schemas import Filters  # noqa: E402
 from app.tokenizer import tokenize_query  # noqa: E402
 
-CONDITIONS = ("new", "like_new", "good", "fair", "poor")
 QUERIES: list[str] = []
 WEIGHTS: list[float] = []
 CATEGORY_NAMES: list[str] = []

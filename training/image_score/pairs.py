@@ -10,11 +10,7 @@ are available.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
-
-from feature_jobs.events import read_events
 
 
 def mine_pairs(events: pl.DataFrame, prices: pl.DataFrame, max_gap: int = 3,
@@ -33,8 +29,3 @@ def mine_pairs(events: pl.DataFrame, prices: pl.DataFrame, max_gap: int = 3,
                             <= price_tolerance * pl.max_horizontal("price", "price_w")))
             .select("request_id", pl.col("item_id").alias("better"),
                     pl.col("item_id_w").alias("worse")))
-
-
-def mine_pairs_from_files(events_path: Path, listings_path: Path, **kwargs) -> pl.DataFrame:
-    prices = pl.read_ndjson(listings_path).select(pl.col("id").alias("item_id"), "price")
-    return mine_pairs(read_events(events_path), prices, **kwargs)
