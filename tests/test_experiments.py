@@ -139,9 +139,9 @@ def test_each_arm_scores_with_its_own_model(client_for, models_with_reverse, tmp
         for item in rev["items"]:  # the reverse model scores each item -baseline
             assert item["model_score"] == pytest.approx(-base_scores[item["id"]], abs=1e-5)
         assert [i["recall_rank"] for i in recall["items"]] == list(range(len(recall["items"])))
-        arms = client.app.state.experiments.current.arms.values()
+        arms = client.app.state.services.experiments.current.arms.values()
         sessions = {id(a.model.session) for a in arms if a.model is not None}
-        assert len(sessions) == 1 and id(client.app.state.models.current.session) not in sessions
+        assert len(sessions) == 1 and id(client.app.state.services.models.current.session) not in sessions
 
         # users are bucketed without any header, the answer and metrics name the arm
         arms = {ask(client, token=None, user_id=f"u{n}").json()["experiment"]["arm"]
@@ -188,11 +188,11 @@ def test_reload_takes_good_files_and_refuses_bad_ones(client_for, models_with_re
 
         assert client.post("/admin/experiments/reload").status_code == 401
 
-        reverse = client.app.state.experiments.current.arms["rank", "reverse"].model
+        reverse = client.app.state.services.experiments.current.arms["rank", "reverse"].model
         path.write_text(TWO_ARMS.replace("name: rank", "name: rank2"))
         loaded = client.post("/admin/experiments/reload", headers=admin)
         assert loaded.status_code == 200
-        assert client.app.state.experiments.current.arms["rank2", "reverse"].model is reverse
+        assert client.app.state.services.experiments.current.arms["rank2", "reverse"].model is reverse
         assert ask(client, "rank2/recall").json()["experiment"]["name"] == "rank2"
         assert client.get("/readyz", headers=admin).json()["checks"]["experiments"]["ok"] is True
 

@@ -1,0 +1,1 @@
+"""The HTTP API by concern: search, admin, moderation, health and metrics."""
