@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     moderation_model_dir: Path | None = Field(
         None, description="models/moderation/<version>: enables POST /v1/moderate")
 
+    # --- the server (`bestmatch serve`; its --host/--port/--workers override these) ---
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, description="processes; size to the cores")
+
     # --- request handling ---
     request_deadline_s: float = Field(1.0, gt=0)
     admin_token: str | None = None

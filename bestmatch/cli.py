@@ -9,13 +9,12 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from feature_jobs.refresh import PublishConfig
@@ -34,8 +33,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     s = _settings()
     logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run("app.api:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=s.log_level.lower(), access_log=args.access_log)
+    uvicorn.run("app.api:create_app", factory=True, host=args.host or s.host,
+                port=args.port or s.port, workers=args.workers or s.workers,
+                log_level=s.log_level.lower(), access_log=args.access_log)
     return 0
 
 
@@ -288,175 +288,176 @@ def cmd_demo(args: argparse.Namespace) -> int:
     build_demo(args.listings, args.seed, Path(args.workdir), args.sessions or None)
     if not args.serve:
         return 0
-    url = f"http://{args.host}:{args.port}"
+    s = _settings()
+    url = f"http://{args.host or s.host}:{args.port or s.port}"
     print(f"[demo] ready: serving on {url} (OpenAPI docs: {url}/docs), e.g.\n"
           f"  curl -s -G {url}/v1/search --data-urlencode 'query=ナイキ スニーカー' -d size=5",
           file=sys.stderr, flush=True)
     return cmd_serve(args)
 
 
+@dataclass(frozen=True)
+class Command:
+    """One ``bestmatch`` command: its words, help, options and what runs it."""
+
+    words: str  # "features refresh"
+    help: str
+    run: Callable[[argparse.Namespace], int]
+    options: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
+    epilog: str | None = None
+
+
+def opt(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    return flags, kwargs
+
+
+SERVE = (
+    opt("--host", help="default: BESTMATCH_HOST (127.0.0.1)"),
+    opt("--port", type=int, help="default: BESTMATCH_PORT (8000)"),
+    opt("--workers", type=int, help="default: BESTMATCH_WORKERS (1)"),
+    opt("--access-log", action="store_true", help="log every request"),
+)
+SIMULATION = (
+    opt("--listings", type=int, default=100_000),
+    opt("--sessions", type=int, default=50_000, help="human search sessions"),
+    opt("--queries", type=int, default=3_000, help="distinct queries"),
+    opt("--page-size", type=int, default=40),
+    opt("--seed", type=int, default=0),
+    opt("--now", default="", help="ISO time the log window ends (default today)"),
+)
+MODELS_DIR = opt("--models-dir", help="default: BESTMATCH_MODELS_DIR")
+VERSION = opt("--version", default="", help="model version (default: UTC timestamp)")
+
+
+def publishing(version_help: str) -> tuple:
+    return (
+        opt("--snapshot-dir", default="",
+            help="snapshot Parquet files, rejected rows and CURRENT, the last published "
+                 "version (default: BESTMATCH_SNAPSHOT_DIR, var/embedded/features)"),
+        opt("--grace-s", type=int, default=6 * 3600,
+            help="TTL given to the previous version's keys after the switch"),
+        opt("--lock-ttl-s", type=float, default=30.0,
+            help="TTL of the Redis lock, renewed every TTL/3 while the job runs: how long a "
+                 "killed run blocks the next one (default 30, at least 3)"),
+        opt("--version", default="", help=version_help),
+    )
+
+
+PUBLISH_EXIT_CODES = ("exit codes: 0 published; 1 failed (the previous version is still "
+                      "served); 2 bad options; 75 another run holds the lock (retry later)")
+GROUPS = {
+    "model": "model utilities",
+    "train": "offline trainers",
+    "moderation": "prohibited-item detectors: scoring job, new categories",
+    "images": "Image Score jobs",
+    "features": "feature store jobs",
+}
+COMMANDS: tuple[Command, ...] = (
+    Command("serve", "run the HTTP service (configured by BESTMATCH_* env)", cmd_serve, SERVE),
+    Command("devstack", "real OpenSearch + Redis on loopback for dev/tests", cmd_devstack, (
+        opt("action", choices=["up", "down", "env"],
+            help="up: start or reuse, print exports; env: same, plain lines; down: stop"),)),
+    Command("index", "index a listings JSON-lines file behind the alias", cmd_index, (
+        opt("--input", required=True),
+        opt("--rejects", help="where rejected rows go (default: INPUT.rejects.jsonl)"),
+        opt("--keep-previous", type=int, default=1,
+            help="older index versions kept for rollback"))),
+    Command("model baseline", "write the hand-set baseline ranker", cmd_model_baseline, (
+        opt("--models-dir"), opt("--version", default="1"))),
+    Command("simulate", "simulate a marketplace: catalog, event logs, truth", cmd_simulate,
+            (opt("--out", default="var/sim"), *SIMULATION)),
+    Command("train ltr", "simulate (or reuse) logs, train, evaluate, export the ranker",
+            cmd_train_ltr, (
+                opt("--sim-dir", default="var/sim", help="reused when it holds a simulation"),
+                opt("--out", default="var/ltr", help="report and results go to OUT/VERSION"),
+                MODELS_DIR, VERSION,
+                opt("--epochs", type=int, default=12),
+                opt("--temperature", type=float, default=1.0, help="ApproxNDCG temperature"),
+                opt("--export", default="mlp_approx_ndcg_ips",
+                    choices=["mlp_approx_ndcg_ips", "mlp_approx_ndcg", "mlp_listnet"]),
+                opt("--threads", type=int, default=2, help="torch CPU threads"),
+                *SIMULATION)),
+    Command("train image-score", "degraded photos -> embeddings -> focal-loss head -> OPA/CA "
+            "vs baselines -> ONNX", cmd_train_image_score, (
+                opt("--out", default="var/image-score", help="results go to OUT/VERSION"),
+                MODELS_DIR, VERSION,
+                opt("--crops", type=int, default=16, help="base crops per source photo"),
+                opt("--gamma", type=float, default=2.0, help="focal loss gamma"),
+                opt("--pairwise-weight", type=float, default=3.0),
+                opt("--epochs", type=int, default=80),
+                opt("--export", default="focal_pairwise",
+                    choices=["focal_pairwise", "focal", "cross_entropy", ""]),
+                opt("--no-brisque", action="store_true", help="skip the BRISQUE baseline"))),
+    Command("train moderation", "simulated violations -> DARTS search -> derived detectors "
+            "per category vs baseline -> report -> ONNX bundle", cmd_train_moderation, (
+                opt("--out", default="var/moderation", help="report goes to OUT/VERSION"),
+                MODELS_DIR, VERSION,
+                opt("--positives", type=int, default=300, help="positives per category"),
+                opt("--layers", type=int, default=5),
+                opt("--search-epochs", type=int, default=6),
+                opt("--eval-epochs", type=int, default=8),
+                opt("--max-skip", type=int, default=2, help="skip cap of derived cells"))),
+    Command("moderation score", "write violation_score / violation_category into the index "
+            "(bulk partial updates, resumable)", cmd_moderation_score, (
+                opt("--listings", required=True,
+                    help='JSON lines {"id", "title", "description", "price", "photo"}'),
+                opt("--model-dir", required=True, help="models/moderation/VERSION"),
+                opt("--state-dir", default="var/moderation-scores"),
+                opt("--batch", type=int, default=32))),
+    Command("moderation add-category", "labelled data -> a new detector, exported with the "
+            "base bundle's as a new version", cmd_moderation_add_category, (
+                opt("--name", required=True),
+                opt("--data", required=True,
+                    help='JSON lines {"title", "description", "price", "photo", "label"}'),
+                opt("--base", required=True, help="models/moderation/VERSION to extend"),
+                opt("--version", required=True, help="the new version"),
+                MODELS_DIR)),
+    Command("images backfill", "score listing photos, write image_score into the index "
+            "(bulk partial updates, resumable)", cmd_images_backfill, (
+                opt("--photos", required=True, help='JSON lines {"id": ..., "photo": path}'),
+                opt("--model-dir", required=True, help="models/image_score/VERSION"),
+                opt("--state-dir", default="var/image-backfill", help="checkpoint and rejects"),
+                opt("--batch", type=int, default=32))),
+    Command("features refresh", "event logs -> item CTR / impression prob -> a new version "
+            "in the feature store (BESTMATCH_FEATURE_STORE: snapshot files, or Redis at "
+            "BESTMATCH_REDIS_URL under BESTMATCH_FEATURE_PREFIX)", cmd_features_refresh, (
+                opt("--events", required=True, help="Parquet or JSON-lines event log"),
+                opt("--end", default="", help="ISO time the window ends (default today 00:00Z)"),
+                opt("--window-days", type=int, default=7),
+                opt("--max-reject-ratio", type=float, default=0.01),
+                *publishing("default: END date + UTC time")), PUBLISH_EXIT_CODES),
+    Command("features republish", "write a published version back into Redis from its "
+            "Parquet snapshot and point at it (after Redis lost its data)",
+            cmd_features_republish,
+            publishing("the snapshot to republish (default: the last published, CURRENT)"),
+            PUBLISH_EXIT_CODES),
+    Command("demo", "simulated marketplace -> index + features + model in the configured "
+            "backends (embedded by default)", cmd_demo, (
+                opt("--listings", type=int, default=20000),
+                opt("--sessions", type=int, default=0,
+                    help="simulated search sessions (default: listings / 2)"),
+                opt("--seed", type=int, default=0),
+                opt("--workdir", default="var/demo"),
+                opt("--serve", action="store_true", help="start the service afterwards"),
+                *SERVE)),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: every command and its options."""
+    """The command line, from :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog="bestmatch", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def serve_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--host", default=os.environ.get("BESTMATCH_HOST", "127.0.0.1"))
-        p.add_argument("--port", type=int, default=int(os.environ.get("BESTMATCH_PORT", 8000)))
-        p.add_argument("--workers", type=int, default=int(os.environ.get("BESTMATCH_WORKERS", 1)))
-        p.add_argument("--access-log", action="store_true", help="log every request")
-
-    p = sub.add_parser("serve", help="run the HTTP service (configured by BESTMATCH_* env)")
-    serve_options(p)
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("devstack", help="real OpenSearch + Redis on loopback for dev/tests")
-    p.add_argument("action", choices=["up", "down", "env"],
-                   help="up: start or reuse, print exports; env: same, plain lines; down: stop")
-    p.set_defaults(func=cmd_devstack)
-
-    p = sub.add_parser("index", help="index a listings JSON-lines file behind the alias")
-    p.add_argument("--input", required=True)
-    p.add_argument("--rejects", help="where rejected rows go (default: INPUT.rejects.jsonl)")
-    p.add_argument("--keep-previous", type=int, default=1,
-                   help="older index versions kept for rollback")
-    p.set_defaults(func=cmd_index)
-
-    p = sub.add_parser("model", help="model utilities")
-    msub = p.add_subparsers(dest="model_command", required=True)
-    b = msub.add_parser("baseline", help="write the hand-set baseline ranker")
-    b.add_argument("--models-dir")
-    b.add_argument("--version", default="1")
-    b.set_defaults(func=cmd_model_baseline)
-
-    def sim_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--listings", type=int, default=100_000)
-        p.add_argument("--sessions", type=int, default=50_000, help="human search sessions")
-        p.add_argument("--queries", type=int, default=3_000, help="distinct queries")
-        p.add_argument("--page-size", type=int, default=40)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--now", default="", help="ISO time the log window ends (default today)")
-
-    p = sub.add_parser("simulate", help="simulate a marketplace: catalog, event logs, truth")
-    p.add_argument("--out", default="var/sim")
-    sim_options(p)
-    p.set_defaults(func=cmd_simulate)
-
-    p = sub.add_parser("train", help="offline trainers")
-    tsub = p.add_subparsers(dest="train_command", required=True)
-    t = tsub.add_parser("ltr", help="simulate (or reuse) logs, train, evaluate, export the ranker")
-    t.add_argument("--sim-dir", default="var/sim", help="reused when it holds a simulation")
-    t.add_argument("--out", default="var/ltr", help="report and results go to OUT/VERSION")
-    t.add_argument("--models-dir", help="default: BESTMATCH_MODELS_DIR")
-    t.add_argument("--version", default="", help="model version (default: UTC timestamp)")
-    t.add_argument("--epochs", type=int, default=12)
-    t.add_argument("--temperature", type=float, default=1.0, help="ApproxNDCG temperature")
-    t.add_argument("--export", default="mlp_approx_ndcg_ips",
-                   choices=["mlp_approx_ndcg_ips", "mlp_approx_ndcg", "mlp_listnet"])
-    t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    sim_options(t)
-    t.set_defaults(func=cmd_train_ltr)
-    t = tsub.add_parser("image-score", help="degraded photos -> embeddings -> focal-loss "
-                        "head -> OPA/CA vs baselines -> ONNX")
-    t.add_argument("--out", default="var/image-score", help="results go to OUT/VERSION")
-    t.add_argument("--models-dir", help="default: BESTMATCH_MODELS_DIR")
-    t.add_argument("--version", default="", help="model version (default: UTC timestamp)")
-    t.add_argument("--crops", type=int, default=16, help="base crops per source photo")
-    t.add_argument("--gamma", type=float, default=2.0, help="focal loss gamma")
-    t.add_argument("--pairwise-weight", type=float, default=3.0)
-    t.add_argument("--epochs", type=int, default=80)
-    t.add_argument("--export", default="focal_pairwise",
-                   choices=["focal_pairwise", "focal", "cross_entropy", ""])
-    t.add_argument("--no-brisque", action="store_true", help="skip the BRISQUE baseline")
-    t.set_defaults(func=cmd_train_image_score)
-    t = tsub.add_parser("moderation", help="simulated violations -> DARTS search -> derived "
-                        "detectors per category vs baseline -> report -> ONNX bundle")
-    t.add_argument("--out", default="var/moderation", help="report goes to OUT/VERSION")
-    t.add_argument("--models-dir", help="default: BESTMATCH_MODELS_DIR")
-    t.add_argument("--version", default="", help="model version (default: UTC timestamp)")
-    t.add_argument("--positives", type=int, default=300, help="positives per category")
-    t.add_argument("--layers", type=int, default=5)
-    t.add_argument("--search-epochs", type=int, default=6)
-    t.add_argument("--eval-epochs", type=int, default=8)
-    t.add_argument("--max-skip", type=int, default=2, help="skip cap of derived cells")
-    t.set_defaults(func=cmd_train_moderation)
-
-    p = sub.add_parser("moderation", help="prohibited-item detectors: scoring job, new "
-                       "categories")
-    msub = p.add_subparsers(dest="moderation_command", required=True)
-    m = msub.add_parser("score", help="write violation_score / violation_category into the "
-                        "index (bulk partial updates, resumable)")
-    m.add_argument("--listings", required=True,
-                   help='JSON lines {"id", "title", "description", "price", "photo"}')
-    m.add_argument("--model-dir", required=True, help="models/moderation/VERSION")
-    m.add_argument("--state-dir", default="var/moderation-scores")
-    m.add_argument("--batch", type=int, default=32)
-    m.set_defaults(func=cmd_moderation_score)
-    m = msub.add_parser("add-category", help="labelled data -> a new detector, exported with "
-                        "the base bundle's as a new version")
-    m.add_argument("--name", required=True)
-    m.add_argument("--data", required=True,
-                   help='JSON lines {"title", "description", "price", "photo", "label"}')
-    m.add_argument("--base", required=True, help="models/moderation/VERSION to extend")
-    m.add_argument("--version", required=True, help="the new version")
-    m.add_argument("--models-dir", help="default: BESTMATCH_MODELS_DIR")
-    m.set_defaults(func=cmd_moderation_add_category)
-
-    p = sub.add_parser("images", help="Image Score jobs")
-    isub = p.add_subparsers(dest="images_command", required=True)
-    i = isub.add_parser("backfill", help="score listing photos, write image_score into the "
-                        "index (bulk partial updates, resumable)")
-    i.add_argument("--photos", required=True, help='JSON lines {"id": ..., "photo": path}')
-    i.add_argument("--model-dir", required=True, help="models/image_score/VERSION")
-    i.add_argument("--state-dir", default="var/image-backfill",
-                   help="checkpoint and rejects")
-    i.add_argument("--batch", type=int, default=32)
-    i.set_defaults(func=cmd_images_backfill)
-
-    p = sub.add_parser("features", help="feature store jobs")
-    fsub = p.add_subparsers(dest="features_command", required=True)
-    exit_codes = ("exit codes: 0 published; 1 failed (the previous version is still served); "
-                  "2 bad options; 75 another run holds the lock (retry later)")
-
-    def publish_options(f: argparse.ArgumentParser, version_help: str) -> None:
-        f.add_argument("--snapshot-dir", default="",
-                       help="snapshot Parquet files, rejected rows and CURRENT, the last "
-                            "published version (default: BESTMATCH_SNAPSHOT_DIR, "
-                            "var/embedded/features)")
-        f.add_argument("--grace-s", type=int, default=6 * 3600,
-                       help="TTL given to the previous version's keys after the switch")
-        f.add_argument("--lock-ttl-s", type=float, default=30.0,
-                       help="TTL of the Redis lock, renewed every TTL/3 while the job runs: "
-                            "how long a killed run blocks the next one (default 30, at least 3)")
-        f.add_argument("--version", default="", help=version_help)
-
-    f = fsub.add_parser("refresh", help="event logs -> item CTR / impression prob -> a new "
-                        "version in the feature store (BESTMATCH_FEATURE_STORE: snapshot files, "
-                        "or Redis at BESTMATCH_REDIS_URL under BESTMATCH_FEATURE_PREFIX)",
-                        epilog=exit_codes)
-    f.add_argument("--events", required=True, help="Parquet or JSON-lines event log")
-    f.add_argument("--end", default="", help="ISO time the window ends (default today 00:00Z)")
-    f.add_argument("--window-days", type=int, default=7)
-    f.add_argument("--max-reject-ratio", type=float, default=0.01)
-    publish_options(f, "default: END date + UTC time")
-    f.set_defaults(func=cmd_features_refresh)
-    f = fsub.add_parser("republish", help="write a published version back into Redis from "
-                        "its Parquet snapshot and point at it (after Redis lost its data)",
-                        epilog=exit_codes)
-    publish_options(f, "the snapshot to republish (default: the last published, CURRENT)")
-    f.set_defaults(func=cmd_features_republish)
-
-    p = sub.add_parser("demo", help="simulated marketplace -> index + features + model "
-                       "in the configured backends (embedded by default)")
-    p.add_argument("--listings", type=int, default=20000)
-    p.add_argument("--sessions", type=int, default=0,
-                   help="simulated search sessions (default: listings / 2)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default="var/demo")
-    p.add_argument("--serve", action="store_true", help="start the service afterwards")
-    serve_options(p)
-    p.set_defaults(func=cmd_demo)
-
+    top = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, Any] = {}
+    for command in COMMANDS:
+        group, _, name = command.words.rpartition(" ")
+        if group and group not in groups:
+            groups[group] = top.add_parser(group, help=GROUPS[group]).add_subparsers(
+                dest=f"{group}_command", required=True)
+        p = (groups[group] if group else top).add_parser(name, help=command.help,
+                                                         epilog=command.epilog)
+        for flags, kwargs in command.options:
+            p.add_argument(*flags, **kwargs)
+        p.set_defaults(func=command.run)
     return parser
 
 
