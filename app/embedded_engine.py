@@ -1,20 +1,20 @@
 """The embedded search engine: the :class:`app.engines.Engine` interface on tantivy.
 
 Zero-setup mode (``BESTMATCH_ENGINE=embedded``): no server, indices on disk under
-``BESTMATCH_EMBEDDED_DIR/index``, one directory per versioned index and an alias file
+``BESTMATCH_EMBEDDED_INDEX_DIR``, one directory per versioned index and an alias file
 moved by an atomic rename, so :mod:`feature_jobs.index_catalog` and the service run
-unchanged on it. It executes the request bodies :mod:`app.recall` builds:
+unchanged on it. It runs the typed :class:`app.recall.RecallQuery` as tantivy queries:
 
 - text: per field a disjunction of the tokens' BM25 term scores, times the field
   boost, combined with a disjunction-max and tie breaker (``multi_match best_fields``);
   the tokens are indexed with a whitespace tokenizer, as in the engine's mapping;
-- filters (``term``, ``terms``, ``range``) as zero-score clauses;
-- ``function_score`` with the ``gauss`` recency decay: tantivy cannot multiply a
+- filter clauses (:class:`~app.recall.Term`, ``Terms``, ``Range``) as zero-score clauses;
+- best_match, BM25 x the ``gauss`` recency decay: tantivy cannot multiply a
   custom function into its top-k collection, so the ``bm25_top_n`` best BM25 matches
   are decayed and re-sorted. That equals the engine's order whenever the engine's
   top K are among those N BM25 matches; an old, strongly matching listing can
   otherwise displace a newer one (README, "Embedded mode");
-- ``sort`` by ``created_at`` (the "newest" flow), ties broken by id.
+- newest: sorted by ``created_at``, ties broken by id.
 
 Tantivy's BM25 is Lucene's (k1 1.2, b 0.75): on the test fixture the scores agree with
 OpenSearch's within about 1% (document-count and field-length statistics differ
@@ -35,7 +35,7 @@ import orjson
 import tantivy
 
 from app.engines import BulkResult, EngineRequestError
-from app.recall import TEXT_FIELDS, gauss_decay
+from app.recall import TEXT_FIELDS, BestMatch, Clause, Range, RecallQuery, Term, Terms, gauss_decay
 
 KEYWORDS = ("id", "status", "category", "brand", "condition")
 NUMBERS = ("price", "violation_score", "image_score")
@@ -44,8 +44,8 @@ COLUMNS = "columns.npz"
 
 def _schema() -> tantivy.Schema:
     sb = tantivy.SchemaBuilder()
-    for spec in TEXT_FIELDS:
-        sb.add_text_field(spec.partition("^")[0], tokenizer_name="whitespace",
+    for field, _ in TEXT_FIELDS:
+        sb.add_text_field(field, tokenizer_name="whitespace",
                           index_option="freq")
     for name in KEYWORDS:
         sb.add_text_field(name, tokenizer_name="raw", index_option="basic")
@@ -135,8 +135,7 @@ class EmbeddedEngine:
             doc = tantivy.Document()
             doc.add_unsigned("row", len(rows))
             doc.add_integer("created_at", int(src["created_at"]))
-            for spec in TEXT_FIELDS:
-                field = spec.partition("^")[0]
+            for field, _ in TEXT_FIELDS:
                 doc.add_text(field, src[field])
             for name in KEYWORDS:
                 doc.add_text(name, str(src[name]))
@@ -197,66 +196,58 @@ class EmbeddedEngine:
 
     # --- search ------------------------------------------------------------------------
 
-    async def search(self, index: str, body: dict) -> list[dict]:
+    async def search(self, index: str, query: RecallQuery) -> list[dict]:
         idx = self._get(index)
-        query = body["query"]
         searcher = idx.index.searcher()
-        if "function_score" in query:
-            fs = query["function_score"]
-            (gauss,) = (f["gauss"]["created_at"] for f in fs["functions"])
-            hits = searcher.search(self._bool(fs["query"]),
-                                   limit=max(self.bm25_top_n, body["size"]),
+        flow = query.flow
+        if isinstance(flow, BestMatch):
+            hits = searcher.search(_match(query), limit=max(self.bm25_top_n, flow.k),
                                    count=False).hits
             if not hits:
                 return []
             addresses = [a for _, a in hits]
             rows = np.array(searcher.fast_field_values("row", addresses), np.int64)
             bm25 = np.array([s for s, _ in hits])
-            score = bm25 * gauss_decay(idx.created_at[rows] - float(gauss["origin"]),
-                                       gauss["scale"], gauss["offset"], gauss["decay"])
-            order = np.lexsort((rows, -score))[: body["size"]]
+            r = flow.recency
+            score = bm25 * gauss_decay(idx.created_at[rows] - float(r.origin_ms),
+                                       r.scale, r.offset, r.decay)
+            order = np.lexsort((rows, -score))[: flow.k]
             rows, score = rows[order], score[order]
-        else:  # sorted by created_at desc, id asc (the newest flow)
-            size, offset = body["size"], body.get("from", 0)
-            hits = searcher.search(self._bool(query), limit=offset + size, count=False,
-                                   order_by_field="created_at").hits
+        else:  # newest: by created_at desc, id asc
+            hits = searcher.search(_match(query), limit=flow.offset + flow.size,
+                                   count=False, order_by_field="created_at").hits
             rows = np.array(searcher.fast_field_values("row", [a for _, a in hits]), np.int64)
-            rows = rows[np.lexsort((idx.ids[rows], -idx.created_at[rows]))][offset:]
+            rows = rows[np.lexsort((idx.ids[rows], -idx.created_at[rows]))][flow.offset:]
             score = np.zeros(len(rows))
-        fields = body.get("_source", [])
+        fields = list(query.source)
         return [{"_id": str(idx.ids[r]), "_score": float(s), "_source": idx.source(r, fields)}
                 for r, s in zip(rows.tolist(), score.tolist(), strict=True)]
 
-    def _bool(self, query: dict) -> tantivy.Query:
-        must = [(tantivy.Occur.Must, self._text(q["multi_match"]))
-                for q in query["bool"]["must"]]
-        must += [(tantivy.Occur.Must, tantivy.Query.const_score_query(self._filter(f), 0.0))
-                 for f in query["bool"]["filter"]]
-        return tantivy.Query.boolean_query(must)
 
-    def _text(self, mm: dict) -> tantivy.Query:
-        tokens = mm["query"].split()
-        per_field = []
-        for spec in mm["fields"]:
-            field, _, boost = spec.partition("^")
-            terms = tantivy.Query.boolean_query([
-                (tantivy.Occur.Should, tantivy.Query.term_query(SCHEMA, field, t, "freq"))
-                for t in tokens])
-            per_field.append(tantivy.Query.boost_query(terms, float(boost or 1.0)))
-        return tantivy.Query.disjunction_max_query(per_field, mm.get("tie_breaker", 0.0))
+def _match(query: RecallQuery) -> tantivy.Query:
+    """The text match and the zero-score filter clauses, all required."""
+    per_field = []
+    for field, boost in query.fields:
+        terms = tantivy.Query.boolean_query([
+            (tantivy.Occur.Should, tantivy.Query.term_query(SCHEMA, field, t, "freq"))
+            for t in query.tokens])
+        per_field.append(tantivy.Query.boost_query(terms, boost))
+    must = [(tantivy.Occur.Must,
+             tantivy.Query.disjunction_max_query(per_field, query.tie_breaker))]
+    must += [(tantivy.Occur.Must, tantivy.Query.const_score_query(_filter(c), 0.0))
+             for c in query.filters]
+    return tantivy.Query.boolean_query(must)
 
-    def _filter(self, clause: dict) -> tantivy.Query:
-        (kind, spec), = clause.items()
-        (field, value), = spec.items()
-        if kind == "term":
-            return tantivy.Query.term_query(SCHEMA, field, str(value), "basic")
-        if kind == "terms":
-            return tantivy.Query.term_set_query(SCHEMA, field, [str(v) for v in value])
-        if kind == "range":
-            lower = value.get("gte", value.get("gt"))
-            upper = value.get("lte", value.get("lt"))
+
+def _filter(clause: Clause) -> tantivy.Query:
+    match clause:
+        case Term(field, value):
+            return tantivy.Query.term_query(SCHEMA, field, value, "basic")
+        case Terms(field, values):
+            return tantivy.Query.term_set_query(SCHEMA, field, list(values))
+        case Range(field, bounds):
+            b = dict(bounds)
+            lower, upper = b.get("gte", b.get("gt")), b.get("lte", b.get("lt"))
             return tantivy.Query.range_query(
-                SCHEMA, field, tantivy.FieldType.Float,
-                None if lower is None else float(lower), None if upper is None else float(upper),
-                include_lower="gt" not in value, include_upper="lt" not in value)
-        raise EngineRequestError(f"embedded: unsupported filter {clause}", 400)
+                SCHEMA, field, tantivy.FieldType.Float, lower, upper,
+                include_lower="gt" not in b, include_upper="lt" not in b)

@@ -1,21 +1,33 @@
 """The recall query: BM25 over the tokenised fields x a Gaussian recency decay.
 
-One builder serves both engine adapters. The user's text only ever reaches the engine
-as the *value* of a ``multi_match`` (already split into tokens by our tokeniser), never
-as query-string syntax, so it cannot inject operators.
+:func:`best_match_query` and :func:`newest_query` build a typed :class:`RecallQuery`;
+each engine adapter translates it into its own query (:func:`app.engines.to_engine_json`,
+:meth:`app.embedded_engine.EmbeddedEngine.search`). The user's text only ever reaches an
+engine as tokens (split by our tokeniser) to match, never as query syntax, so it cannot
+inject operators.
+
+Filters are declared on the fields of :class:`app.schemas.Filters`: a :class:`Match` or
+:class:`Bound` in the field's ``Annotated`` type says which engine clause it becomes
+(:class:`Term`, :class:`Terms` or :class:`Range`, which every engine adapter applies).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from app.listings import SOURCE_FIELDS
-from app.schemas import Filters
 
-TEXT_FIELDS: tuple[str, ...] = ("title_tokens^3", "brand_tokens^2", "description_tokens")
+if TYPE_CHECKING:
+    from app.schemas import Filters
+
+# (engine field, BM25 boost)
+TEXT_FIELDS: tuple[tuple[str, float], ...] = (
+    ("title_tokens", 3.0), ("brand_tokens", 2.0), ("description_tokens", 1.0))
+TIE_BREAKER = 0.3
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -27,6 +39,143 @@ class RecallParams:
     recency_decay: float = 0.5
     max_violation_score: float = 0.5
 
+
+# --- the clauses a filter becomes (each engine adapter applies all three) -------------
+
+@dataclass(frozen=True)
+class Term:
+    """Engine field ``field`` equals ``value``."""
+
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Engine field ``field`` equals one of ``values``."""
+
+    field: str
+    values: tuple[str, ...]
+
+
+RangeOp = Literal["gt", "gte", "lt", "lte"]
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numeric engine field ``field`` within ``bounds``, e.g. ``(("gte", 10.0),)``."""
+
+    field: str
+    bounds: tuple[tuple[RangeOp, float], ...]
+
+
+Clause = Term | Terms | Range
+
+
+# --- how a field of app.schemas.Filters declares its clause ---------------------------
+
+@dataclass(frozen=True)
+class Match:
+    """A filter keeping listings whose ``field`` is the filter's value (a list: any of
+    them); with ``when_true``, a flag keeping ``field == when_true`` when set."""
+
+    field: str
+    when_true: str | None = None
+
+    def clause(self, value: object) -> Clause | None:
+        if self.when_true is not None:
+            return Term(self.field, self.when_true) if value else None
+        if isinstance(value, list):
+            return Terms(self.field, tuple(value)) if value else None
+        return None if value is None else Term(self.field, str(value))
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A filter bounding numeric ``field`` by ``op``; the bounds a request sets on one
+    field make one :class:`Range`."""
+
+    field: str
+    op: RangeOp
+
+
+def filter_clauses(filters: Filters, max_violation_score: float) -> tuple[Clause, ...]:
+    """The violation-score exclusion, then each set filter as its field declares it
+    (ranges last)."""
+    clauses: list[Clause] = [Range("violation_score", (("lt", max_violation_score),))]
+    bounds: dict[str, list[tuple[RangeOp, float]]] = {}
+    for name, info in type(filters).model_fields.items():
+        value = getattr(filters, name)
+        for rule in info.metadata:
+            if isinstance(rule, Match) and (clause := rule.clause(value)) is not None:
+                clauses.append(clause)
+            elif isinstance(rule, Bound) and value is not None:
+                bounds.setdefault(rule.field, []).append((rule.op, float(value)))
+    return (*clauses, *(Range(field, tuple(b)) for field, b in bounds.items()))
+
+
+# --- the query ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recency:
+    """gauss(|created_at - origin|; scale, offset, decay), multiplied into BM25."""
+
+    origin_ms: int
+    scale: str
+    offset: str
+    decay: float
+
+
+@dataclass(frozen=True)
+class BestMatch:
+    """The top ``k`` listings by BM25 x recency (the candidates to re-rank)."""
+
+    k: int
+    recency: Recency
+
+
+@dataclass(frozen=True)
+class Newest:
+    """Matching listings by ``created_at`` desc, ties by id: ``size`` from ``offset``."""
+
+    size: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class RecallQuery:
+    """Listings matching any of ``tokens`` in the boosted text fields (``best_fields``
+    with a tie breaker) and every filter clause, in the flow's order."""
+
+    tokens: tuple[str, ...]
+    filters: tuple[Clause, ...]
+    flow: BestMatch | Newest
+    source: tuple[str, ...]
+    fields: tuple[tuple[str, float], ...] = TEXT_FIELDS
+    tie_breaker: float = TIE_BREAKER
+
+
+def best_match_query(
+    tokens: tuple[str, ...], filters: Filters, params: RecallParams, now_ms: int,
+    extra_source: tuple[str, ...] = (),
+) -> RecallQuery:
+    """Top-K candidates by BM25 x gauss(created_at; origin=now)."""
+    recency = Recency(now_ms, params.recency_scale, params.recency_offset,
+                      params.recency_decay)
+    return RecallQuery(tokens, filter_clauses(filters, params.max_violation_score),
+                       BestMatch(params.candidates, recency), SOURCE_FIELDS + extra_source)
+
+
+def newest_query(
+    tokens: tuple[str, ...], filters: Filters, params: RecallParams, size: int, offset: int,
+    extra_source: tuple[str, ...] = (),
+) -> RecallQuery:
+    """The "newest" flow: matching listings by creation time, no model."""
+    return RecallQuery(tokens, filter_clauses(filters, params.max_violation_score),
+                       Newest(size, offset), SOURCE_FIELDS + extra_source)
+
+
+# --- the decay, for engines that cannot run it themselves -----------------------------
 
 def duration_ms(text: str) -> float:
     """An engine duration such as ``14d`` or ``12h`` in milliseconds."""
@@ -43,87 +192,3 @@ def gauss_decay(distance_ms: np.ndarray, scale: str, offset: str, decay: float) 
     sigma2 = -(scale_ms**2) / (2.0 * np.log(decay))
     d = np.maximum(np.abs(distance_ms) - offset_ms, 0.0)
     return np.exp(-(d**2) / (2.0 * sigma2))
-
-
-def filter_clauses(filters: Filters, max_violation_score: float) -> list[dict]:
-    clauses: list[dict] = [{"range": {"violation_score": {"lt": max_violation_score}}}]
-    if filters.on_sale_only:
-        clauses.append({"term": {"status": "on_sale"}})
-    if filters.category:
-        clauses.append({"term": {"category": filters.category}})
-    if filters.brands:
-        clauses.append({"terms": {"brand": filters.brands}})
-    if filters.conditions:
-        clauses.append({"terms": {"condition": filters.conditions}})
-    price: dict[str, float] = {}
-    if filters.price_min is not None:
-        price["gte"] = filters.price_min
-    if filters.price_max is not None:
-        price["lte"] = filters.price_max
-    if price:
-        clauses.append({"range": {"price": price}})
-    return clauses
-
-
-def _match(tokens: tuple[str, ...], filters: Filters, params: RecallParams) -> dict:
-    return {
-        "bool": {
-            "must": [
-                {
-                    "multi_match": {
-                        "query": " ".join(tokens),
-                        "fields": list(TEXT_FIELDS),
-                        "type": "best_fields",
-                        "tie_breaker": 0.3,
-                    }
-                }
-            ],
-            "filter": filter_clauses(filters, params.max_violation_score),
-        }
-    }
-
-
-def best_match_body(
-    tokens: tuple[str, ...], filters: Filters, params: RecallParams, now_ms: int,
-    extra_source: tuple[str, ...] = (),
-) -> dict:
-    """Top-K candidates by BM25 x gauss(created_at; origin=now)."""
-    return {
-        "size": params.candidates,
-        "track_total_hits": False,
-        "_source": list(SOURCE_FIELDS + extra_source),
-        "query": {
-            "function_score": {
-                "query": _match(tokens, filters, params),
-                "functions": [
-                    {
-                        "gauss": {
-                            "created_at": {
-                                "origin": str(now_ms),
-                                "scale": params.recency_scale,
-                                "offset": params.recency_offset,
-                                "decay": params.recency_decay,
-                            }
-                        }
-                    }
-                ],
-                "score_mode": "multiply",
-                "boost_mode": "multiply",
-            }
-        },
-    }
-
-
-def newest_body(
-    tokens: tuple[str, ...], filters: Filters, params: RecallParams, size: int, offset: int,
-    extra_source: tuple[str, ...] = (),
-) -> dict:
-    """The "newest" flow: matching listings by creation time, no model."""
-    return {
-        "size": size,
-        "from": offset,
-        "track_total_hits": False,
-        "_source": list(SOURCE_FIELDS + extra_source),
-        "query": _match(tokens, filters, params),
-        "sort": [{"created_at": "desc"}, {"id": "asc"}],
-    }

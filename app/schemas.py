@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from app.listings import CONDITIONS, PRICE_MAX, Condition
+from app.recall import Bound, Match
 
 Flow = Literal["best_match", "newest"]
 # The search text: bounded, and not only blanks (POST body and GET parameter alike).
@@ -29,15 +30,21 @@ Price = Field(None, ge=0, le=PRICE_MAX, allow_inf_nan=False,
 
 
 class Filters(BaseModel):
+    # Each recall filter is declared once: name, type and validation, and (the
+    # app.recall.Match / Bound in its type) the engine clause it becomes; the clauses
+    # follow this order. README, "Adding a filter". (A comment: a docstring would enter
+    # the OpenAPI document.)
     model_config = ConfigDict(extra="forbid")
 
-    category: str | None = Field(None, min_length=1, max_length=100)
-    brands: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=50)
-    price_min: float | None = Price
-    price_max: float | None = Price
-    conditions: list[Condition] = Field(default_factory=list, max_length=len(CONDITIONS))
-    on_sale_only: bool = True
+    on_sale_only: Annotated[bool, Match("status", when_true="on_sale")] = True
+    category: Annotated[str | None, Match("category")] = Field(
+        None, min_length=1, max_length=100)
+    brands: Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]],
+                      Match("brand")] = Field(default_factory=list, max_length=50)
+    conditions: Annotated[list[Condition], Match("condition")] = Field(
+        default_factory=list, max_length=len(CONDITIONS))
+    price_min: Annotated[float | None, Bound("price", "gte")] = Price
+    price_max: Annotated[float | None, Bound("price", "lte")] = Price
 
     @model_validator(mode="after")
     def _price_range(self) -> Filters:

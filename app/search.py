@@ -24,7 +24,7 @@ from app.feature_log import FeatureLog
 from app.feature_spec import DENSE_NAMES, dense_matrix
 from app.feature_store import FeatureStore
 from app.listings import CONDITION_ORDINAL
-from app.recall import RecallParams, best_match_body, newest_body
+from app.recall import RecallParams, best_match_query, newest_query
 from app.schemas import SearchRequest
 from app.scoring import ModelRegistry
 from app.snapshot_store import SnapshotFeatureStore
@@ -110,11 +110,11 @@ class Searcher:
         extra = DEBUG_SOURCE if req.debug else ()
         now_ms = int(time.time() * 1000)
         if req.flow == "newest":
-            body = newest_body(tokens, req.filters, self.recall, req.size, req.offset, extra)
+            query = newest_query(tokens, req.filters, self.recall, req.size, req.offset, extra)
         else:
-            body = best_match_body(tokens, req.filters, self.recall, now_ms, extra)
+            query = best_match_query(tokens, req.filters, self.recall, now_ms, extra)
         # No tokens (e.g. only punctuation): nothing can match, skip the engine.
-        hits = await self.engine.search(self.index, body) if tokens else []
+        hits = await self.engine.search(self.index, query) if tokens else []
         watch.lap("recall")
         metrics.CANDIDATES.observe(len(hits))
         answer["candidates"] = len(hits)

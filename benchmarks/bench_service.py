@@ -28,7 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from app.recall import RecallParams, best_match_body  # noqa: E402
+from app.engines import to_engine_json  # noqa: E402
+from app.recall import RecallParams, best_match_query  # noqa: E402
 from app.schemas import Filters  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.tokenizer import tokenize_query  # noqa: E402
@@ -126,8 +127,8 @@ def main() -> None:
         clients = {name: httpx.Client(base_url=url) for name, (url, _) in running.items()}
         with httpx.Client(base_url=engine_url) as eng:
             for i, q in enumerate(qs * (args.rounds + 1)):
-                body = best_match_body(tokenize_query(q)[0], Filters(), RecallParams(),
-                                       int(time.time() * 1000))
+                body = to_engine_json(best_match_query(
+                    tokenize_query(q)[0], Filters(), RecallParams(), int(time.time() * 1000)))
                 t0 = time.perf_counter()
                 eng.post(f"/{alias}/_search", json=body).raise_for_status()
                 t1 = time.perf_counter()

@@ -7,7 +7,7 @@ English, brand / product / category / condition); 20% of searches carry a catego
 logged-in users (a pool of 20,000), the rest from anonymous sessions.
 
 ``--target service`` (default) POSTs ``/v1/search``; ``--target engine`` sends each
-search's recall query (``app.recall.best_match_body``: K candidates, same filters and
+search's recall query (``app.recall.best_match_query``: K candidates, same filters and
 decay) straight to the engine's ``/{alias}/_search``, for the engine-alone comparison.
 ``--max-p99-ms`` and ``--max-error-ratio`` make the run exit 1 when exceeded.
 
@@ -25,8 +25,9 @@ from locust import FastHttpUser, between, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.engines import to_engine_json  # noqa: E402
 from app.listings import CONDITIONS  # noqa: E402
-from app.recall import RecallParams, best_match_body  # noqa: E402
+from app.recall import RecallParams, best_match_query  # noqa: E402
 from app.schemas import Filters  # noqa: E402
 from app.tokenizer import tokenize_query  # noqa: E402
 
@@ -110,7 +111,8 @@ class Searcher(FastHttpUser):
         if self.target == "service":
             self.client.post("/v1/search", json=body, name="/v1/search")
             return
-        recall = best_match_body(tokenize_query(body["query"])[0],
-                                 Filters(**body["filters"]), RecallParams(),
-                                 int(time.time() * 1000))
-        self.client.post(f"/{self.alias}/_search", json=recall, name="engine _search")
+        recall = best_match_query(tokenize_query(body["query"])[0],
+                                  Filters(**body["filters"]), RecallParams(),
+                                  int(time.time() * 1000))
+        self.client.post(f"/{self.alias}/_search", json=to_engine_json(recall),
+                         name="engine _search")

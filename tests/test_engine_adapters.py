@@ -18,11 +18,12 @@ import pytest
 
 from app.embedded_engine import EmbeddedEngine
 from app.engines import EngineRequestError, connect
-from app.recall import RecallParams, best_match_body, newest_body
+from app.recall import RecallParams, best_match_query, newest_query
 from app.schemas import Filters
 from app.tokenizer import tokenize_query
 from feature_jobs.index_catalog import IndexingFailed, index_catalog
 from tests.conftest import RUN_ID, drop_indices, index_rows, run
+from tests.test_unit import DummyFilters
 
 pytestmark = pytest.mark.integration
 
@@ -130,28 +131,34 @@ QUERIES = ["ナイキ エアマックス95", "iPhone 15 Pro", "louis vuitton bag
            "Nintendo Switch", "美品 バッグ"]
 
 
-@pytest.mark.parametrize("filters", [Filters(), Filters(on_sale_only=False),
-                                     Filters(price_max=50000)])
+@pytest.mark.parametrize("filters", [
+    Filters(), Filters(on_sale_only=False), Filters(price_max=50000),
+    Filters(category="sneakers", brands=["Nike", "adidas"], conditions=["new", "like_new"],
+            price_min=5000, price_max=15000),
+    DummyFilters(image_score_min=0.6, exact_condition="like_new")])
 def test_embedded_engine_orders_and_scores_like_the_engine(engine_url, alias,
                                                            embedded_index_dir, filters):
-    """The same recall bodies on the shared fixture: the same order, and scores within
+    """The same recall queries on the shared fixture: the same order, and scores within
     2% (document-count and field-length statistics differ slightly)."""
     now_ms = int(time.time() * 1000)
+    matched: set[str] = set()
 
     async def go():
         engine, embedded = connect("opensearch", engine_url, 30.0), EmbeddedEngine(
             embedded_index_dir)
         try:
             for query in QUERIES:
-                body = best_match_body(tokenize_query(query)[0], filters, RecallParams(), now_ms)
-                want, got = await engine.search(alias, body), await embedded.search(alias, body)
+                q = best_match_query(tokenize_query(query)[0], filters, RecallParams(), now_ms)
+                want, got = await engine.search(alias, q), await embedded.search(alias, q)
                 assert [h["_id"] for h in got] == [h["_id"] for h in want], query
+                matched.update(h["_id"] for h in got)
                 assert [h["_score"] for h in got] == pytest.approx(
                     [h["_score"] for h in want], rel=0.02), query
-                body = newest_body(tokenize_query(query)[0], filters, RecallParams(), 3, 1)
-                want, got = await engine.search(alias, body), await embedded.search(alias, body)
+                q = newest_query(tokenize_query(query)[0], filters, RecallParams(), 3, 1)
+                want, got = await engine.search(alias, q), await embedded.search(alias, q)
                 assert [h["_id"] for h in got] == [h["_id"] for h in want], query
         finally:
             await engine.close()
 
     run(go())
+    assert matched, "the filters leave nothing to compare"

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import numpy as np
 import pytest
 
 from app import feature_spec, tokenizer
+from app.engines import to_engine_json
 from app.feature_spec import DENSE_NAMES, dense_matrix, spec_hash
 from app.listings import Listing
-from app.recall import RecallParams, best_match_body, newest_body
+from app.recall import (
+    Bound,
+    Match,
+    Range,
+    RecallParams,
+    Term,
+    best_match_query,
+    filter_clauses,
+    newest_query,
+)
 from app.schemas import Filters
 from app.scoring import ModelError, load_model, resolve_version
 from app.search import Candidates, blend_scores
@@ -57,27 +68,55 @@ def test_spec_hash_tracks_the_spec(monkeypatch):
     assert spec_hash() != before
 
 
-def test_recall_body_uses_no_query_syntax_and_all_filters():
+MULTI_MATCH = {"multi_match": {
+    "query": "coach *:*", "fields": ["title_tokens^3", "brand_tokens^2", "description_tokens"],
+    "type": "best_fields", "tie_breaker": 0.3}}
+SOURCE = ["price", "created_at", "condition", "image_score", "title_token_ids"]
+
+
+def test_recall_json_is_the_engine_body_with_all_filters():
+    """The typed query as engine JSON: exactly the body the engines were tested with."""
     filters = Filters(category="bags", brands=["Coach"], price_min=10, price_max=20,
                       conditions=["new"], on_sale_only=True)
-    body = best_match_body(("coach", "*:*"), filters, RecallParams(candidates=123), 1_000)
-    text = json.dumps(body)
-    assert "query_string" not in text and "simple_query_string" not in text
-    fs = body["query"]["function_score"]
-    assert fs["boost_mode"] == "multiply"
-    assert fs["functions"][0]["gauss"]["created_at"]["origin"] == "1000"
-    assert fs["query"]["bool"]["must"][0]["multi_match"]["query"] == "coach *:*"
-    clauses = fs["query"]["bool"]["filter"]
-    assert {"term": {"category": "bags"}} in clauses
-    assert {"terms": {"brand": ["Coach"]}} in clauses
-    assert {"range": {"price": {"gte": 10, "lte": 20}}} in clauses
-    assert {"terms": {"condition": ["new"]}} in clauses
-    assert {"term": {"status": "on_sale"}} in clauses
-    assert {"range": {"violation_score": {"lt": 0.5}}} in clauses
-    assert body["size"] == 123 and "title" not in body["_source"]
-    newest = newest_body(("x",), Filters(on_sale_only=False), RecallParams(), 5, 10)
-    assert newest["sort"][0] == {"created_at": "desc"} and newest["from"] == 10
-    assert {"term": {"status": "on_sale"}} not in newest["query"]["bool"]["filter"]
+    query = best_match_query(("coach", "*:*"), filters, RecallParams(candidates=123), 1_000,
+                             ("title",))
+    assert to_engine_json(query) == {
+        "size": 123, "track_total_hits": False, "_source": [*SOURCE, "title"],
+        "query": {"function_score": {
+            "query": {"bool": {"must": [MULTI_MATCH], "filter": [
+                {"range": {"violation_score": {"lt": 0.5}}},
+                {"term": {"status": "on_sale"}},
+                {"term": {"category": "bags"}},
+                {"terms": {"brand": ["Coach"]}},
+                {"terms": {"condition": ["new"]}},
+                {"range": {"price": {"gte": 10.0, "lte": 20.0}}}]}},
+            "functions": [{"gauss": {"created_at": {
+                "origin": "1000", "scale": "14d", "offset": "1d", "decay": 0.5}}}],
+            "score_mode": "multiply", "boost_mode": "multiply"}}}
+    newest = newest_query(("coach", "*:*"), Filters(on_sale_only=False, price_max=5),
+                          RecallParams(), 5, 10)
+    assert to_engine_json(newest) == {
+        "size": 5, "from": 10, "track_total_hits": False, "_source": SOURCE,
+        "query": {"bool": {"must": [MULTI_MATCH], "filter": [
+            {"range": {"violation_score": {"lt": 0.5}}},
+            {"range": {"price": {"lte": 5.0}}}]}},
+        "sort": [{"created_at": "desc"}, {"id": "asc"}]}
+    assert "query_string" not in json.dumps(to_engine_json(query))
+
+
+class DummyFilters(Filters):
+    """A new filter is one declared field (README, "Adding a filter")."""
+
+    image_score_min: Annotated[float | None, Bound("image_score", "gte")] = None
+    exact_condition: Annotated[str | None, Match("condition")] = None
+
+
+def test_a_new_filter_is_one_declaration():
+    clauses = filter_clauses(DummyFilters(image_score_min=0.9, exact_condition="new"), 0.5)
+    assert clauses == (Range("violation_score", (("lt", 0.5),)), Term("status", "on_sale"),
+                       Term("condition", "new"), Range("image_score", (("gte", 0.9),)))
+    assert filter_clauses(DummyFilters(on_sale_only=False), 0.2) == (
+        Range("violation_score", (("lt", 0.2),)),)
 
 
 def test_candidates_pad_title_ids():

@@ -15,12 +15,11 @@ from functools import lru_cache
 import numpy as np
 from scipy import sparse
 
-from app.recall import TEXT_FIELDS, RecallParams, gauss_decay
+from app.recall import TEXT_FIELDS, TIE_BREAKER, RecallParams, gauss_decay
 from app.tokenizer import tokenize, tokenize_query
 from training.simulator.catalog import Catalog
 
 K1, B = 1.2, 0.75
-TIE_BREAKER = 0.3
 
 
 class TextIndex:
@@ -32,8 +31,7 @@ class TextIndex:
         cache: dict[str, list[str]] = {}
         self.vocab: dict[str, int] = {}
         postings = []
-        for spec in TEXT_FIELDS:
-            name, _, boost = spec.partition("^")
+        for name, boost in TEXT_FIELDS:
             rows, cols = [], []
             for i, text in enumerate(texts[name.removesuffix("_tokens")]):
                 tokens = cache.get(text)
@@ -42,7 +40,7 @@ class TextIndex:
                 for t in tokens:
                     rows.append(i)
                     cols.append(self.vocab.setdefault(t, len(self.vocab)))
-            postings.append((float(boost or 1.0), rows, cols))
+            postings.append((boost, rows, cols))
         self.fields = [(boost, self._bm25(rows, cols, len(catalog)))
                        for boost, rows, cols in postings]
 
