@@ -1,17 +1,18 @@
-"""The one feature spec: names, order and transforms of the model's dense inputs.
+"""The one feature spec: names, order, extraction and transforms of the model's dense inputs.
 
-The service builds its feature matrix with :func:`dense_matrix`, and dataset building
-does the same, so online and offline cannot drift. :func:`spec_hash` fingerprints this
-module's contract (dense features, tokeniser, model inputs); a model's manifest carries
-it and the service refuses a model whose hash differs.
+Each feature declares how its raw value is computed from a :class:`CandidateBlock`
+(engine fields, store values, query). The service and dataset building both fill a block
+and call ``dense_matrix(raw_features(block))``, so online and offline cannot drift.
+:func:`spec_hash` fingerprints this module's contract (dense features, tokeniser, model
+inputs); a model's manifest carries it and the service refuses a model whose hash differs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -20,31 +21,62 @@ from app import tokenizer
 
 
 @dataclass(frozen=True)
+class CandidateBlock:
+    """What raw features are computed from: one row per candidate (scalars broadcast)."""
+
+    recall_score: np.ndarray  # engine score
+    recall_rank: np.ndarray  # 0-based position in the engine's recall order
+    price: np.ndarray
+    created_ms: np.ndarray  # listing creation time, epoch ms
+    now_ms: np.ndarray | int  # query time, epoch ms
+    store: Mapping[str, np.ndarray]  # STORE_FEATURES values, priors where missing
+    missing: np.ndarray  # bool: the store values are priors
+    image_score: np.ndarray
+    condition: np.ndarray  # ordinal, app.listings.CONDITION_ORDINAL
+    title_ids: np.ndarray  # int [N, L] title token ids, 0-padded
+    query_tokens: np.ndarray | int  # number of query token ids
+
+
+Extractor = Callable[[CandidateBlock], np.ndarray | float]
+
+
+@dataclass(frozen=True)
 class Feature:
     name: str
     transform: Literal["identity", "log1p"]
     description: str
+    extract: Extractor = field(repr=False)  # code, not part of the hashed contract
     scale: float = 1.0  # applied before the transform
 
 
 DENSE_FEATURES: tuple[Feature, ...] = (
-    Feature("recall_score", "log1p", "engine score: BM25 x recency decay"),
-    Feature("recall_rank", "log1p", "0-based position in the engine's recall order"),
-    Feature("price", "log1p", "listing price (JPY)"),
-    Feature("age_hours", "log1p", "hours from listing creation to query time"),
-    Feature("ctr", "identity", "smoothed item click-through rate (feature store)"),
-    Feature("impressions", "log1p", "item impressions in the window (feature store)"),
+    Feature("recall_score", "log1p", "engine score: BM25 x recency decay",
+            lambda b: b.recall_score),
+    Feature("recall_rank", "log1p", "0-based position in the engine's recall order",
+            lambda b: b.recall_rank),
+    Feature("price", "log1p", "listing price (JPY)", lambda b: b.price),
+    Feature("age_hours", "log1p", "hours from listing creation to query time",
+            lambda b: (b.now_ms - b.created_ms) / 3_600_000.0),
+    Feature("ctr", "identity", "smoothed item click-through rate (feature store)",
+            lambda b: b.store["ctr"]),
+    Feature("impressions", "log1p", "item impressions in the window (feature store)",
+            lambda b: b.store["impressions"]),
     Feature(
         "impression_prob",
         "log1p",
         "item impressions / all impressions in the window (feature store), x 1e6",
+        lambda b: b.store["impression_prob"],
         scale=1e6,
     ),
-    Feature("image_score", "identity", "image quality score in [0, 1] (index field)"),
-    Feature("condition", "identity", "condition ordinal: 0 new .. 1 poor"),
-    Feature("title_tokens", "log1p", "number of title tokens"),
-    Feature("query_tokens", "log1p", "number of query tokens"),
-    Feature("features_missing", "identity", "1 when store features fell back to priors"),
+    Feature("image_score", "identity", "image quality score in [0, 1] (index field)",
+            lambda b: b.image_score),
+    Feature("condition", "identity", "condition ordinal: 0 new .. 1 poor",
+            lambda b: b.condition),
+    Feature("title_tokens", "log1p", "number of title tokens",
+            lambda b: (b.title_ids > 0).sum(axis=1)),
+    Feature("query_tokens", "log1p", "number of query tokens", lambda b: b.query_tokens),
+    Feature("features_missing", "identity", "1 when store features fell back to priors",
+            lambda b: b.missing),
 )
 DENSE_NAMES: tuple[str, ...] = tuple(f.name for f in DENSE_FEATURES)
 DENSE_DIM = len(DENSE_FEATURES)
@@ -65,7 +97,12 @@ _LOG1P = np.array([f.transform == "log1p" for f in DENSE_FEATURES])
 _SCALE = np.array([f.scale for f in DENSE_FEATURES], dtype=np.float64)
 
 
-def dense_matrix(raw: Mapping[str, np.ndarray]) -> np.ndarray:
+def raw_features(block: CandidateBlock) -> dict[str, np.ndarray | float]:
+    """Every dense feature's raw (untransformed) column, by name, in spec order."""
+    return {f.name: f.extract(block) for f in DENSE_FEATURES}
+
+
+def dense_matrix(raw: Mapping[str, np.ndarray | float]) -> np.ndarray:
     """Stack raw per-candidate columns in spec order and apply the transforms.
 
     ``raw`` maps every name in DENSE_NAMES to a length-N array (scalars broadcast).
@@ -82,7 +119,8 @@ def dense_matrix(raw: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def spec_document() -> dict:
     return {
-        "dense_features": [asdict(f) for f in DENSE_FEATURES],
+        "dense_features": [{k: v for k, v in asdict(f).items() if k != "extract"}
+                           for f in DENSE_FEATURES],
         "tokenizer": tokenizer.spec(),
         "inputs": {
             INPUT_DENSE: ["N", DENSE_DIM],

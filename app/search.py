@@ -21,7 +21,7 @@ from app.embedded_engine import EmbeddedEngine
 from app.engines import Engine
 from app.experiments import Arm
 from app.feature_log import FeatureLog
-from app.feature_spec import DENSE_NAMES, dense_matrix
+from app.feature_spec import DENSE_NAMES, CandidateBlock, dense_matrix, raw_features
 from app.feature_store import FeatureStore
 from app.listings import CONDITION_ORDINAL
 from app.recall import RecallParams, best_match_query, newest_query
@@ -128,18 +128,11 @@ class Searcher:
         metrics.FEATURE_STORE_READY.set(store.degraded is None)
         if store.degraded:
             answer["degraded"].append(store.degraded)
-        dense = dense_matrix({
-            "recall_score": cands.recall_score,
-            "recall_rank": np.arange(len(hits), dtype=np.float64),
-            "price": cands.price,
-            "age_hours": (now_ms - cands.created_ms) / 3_600_000.0,
-            **store.values,
-            "image_score": cands.image_score,
-            "condition": cands.condition,
-            "title_tokens": (cands.title_ids > 0).sum(axis=1),
-            "query_tokens": len(query_ids),
-            "features_missing": store.missing,
-        })
+        dense = dense_matrix(raw_features(CandidateBlock(
+            recall_score=cands.recall_score, recall_rank=np.arange(len(hits), dtype=np.float64),
+            price=cands.price, created_ms=cands.created_ms, now_ms=now_ms, store=store.values,
+            missing=store.missing, image_score=cands.image_score, condition=cands.condition,
+            title_ids=cands.title_ids, query_tokens=len(query_ids))))
         watch.lap("features")
 
         model_scores = self._score(dense, query_ids, cands, answer, arm)

@@ -282,3 +282,38 @@ def test_standardised_scores_keep_the_order():
     assert (np.argsort(before, axis=1) == np.argsort(after, axis=1)).all()
     assert abs(after.mean()) < 1e-4
     assert np.std(after - after.mean(axis=1, keepdims=True)) == pytest.approx(1.0, abs=1e-3)
+
+
+RECALL_ONLY = """
+experiments:
+  - {name: parity, salt: p, traffic: 1.0, arms: [{name: recall, ranker: recall}]}
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["real", "embedded"], indirect=True)
+def test_service_and_dataset_extract_identical_features(client_for, listings, tmp_path):
+    """The same candidates through the service and through dataset building (catalog +
+    impression log) give the same float32 matrix: raw features are extracted once."""
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text(RECALL_ONLY)
+    with client_for(experiments_file=experiments, feature_log_dir=tmp_path / "served") as client:
+        resp = client.post("/v1/search", json={"query": "ナイキ スニーカー", "debug": True,
+                                               "size": 50, "user_id": "u1"})
+    assert resp.status_code == 200, resp.text
+    items = resp.json()["items"]
+    assert len(items) >= 4
+    served = orjson.loads(next((tmp_path / "served").glob("*.jsonl")).read_bytes())
+    # a recall-only arm: model_score is the engine's raw recall score
+    events = [{"request_id": "r1", "session_id": "r1", "user_id": "u1",
+               "query": "ナイキ スニーカー", "ts": served["ts"], "event": "impression",
+               "item_id": item["id"], "position": pos, "recall_rank": item["recall_rank"],
+               "recall_score": item["model_score"], "ranker": "recall"}
+              for pos, item in enumerate(items, start=1)]
+    data = load_logs(write_jsonl(tmp_path / "events.jsonl", events),
+                     write_jsonl(tmp_path / "listings.jsonl", listings))
+    lists = to_lists(data.impressions)
+    assert lists.item_ids[0].tolist() == [item["id"] for item in items]
+    service = np.array([[item["features"][n] for n in DENSE_NAMES] for item in items],
+                       dtype=np.float32)
+    np.testing.assert_array_equal(lists.dense[0], service)

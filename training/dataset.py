@@ -17,7 +17,7 @@ Hygiene, each rule counted in the summary (a request gets the first reason that 
 - outlier items are removed from their lists: price at the 9,999,999 maximum, or
   listed more than ``max_age_days`` before the request.
 
-Features come from the shared spec (:func:`app.feature_spec.dense_matrix`) and are
+Features come from the shared spec (:func:`app.feature_spec.raw_features`) and are
 **point in time**: the store values of a request served on day d are the item stats of
 the ``window_days`` before d (:mod:`feature_jobs.item_stats`), exactly what the nightly
 refresh had published that day, so a label never leaks into its own features.
@@ -40,7 +40,14 @@ import orjson
 import polars as pl
 
 from app import tokenizer
-from app.feature_spec import DEFAULT_PRIORS, DENSE_DIM, dense_matrix
+from app.feature_spec import (
+    DEFAULT_PRIORS,
+    DENSE_DIM,
+    STORE_FEATURES,
+    CandidateBlock,
+    dense_matrix,
+    raw_features,
+)
 from app.listings import CONDITION_ORDINAL, PRICE_MAX
 from feature_jobs.events import read_events, set_aside
 from feature_jobs.item_stats import daily_counts, item_stats
@@ -197,15 +204,13 @@ def load_logs(events_path: Path, listings_path: Path, config: LabelConfig | None
             .join(stats.select("day", "item_id", "ctr", "impressions", "impression_prob"),
                   on=["day", "item_id"], how="left")
             .with_columns(
-                ((pl.col("ts") - pl.col("created_at")).dt.total_milliseconds() / 3_600_000)
-                .alias("age_hours"),
                 pl.col("ctr").is_null().cast(pl.Float32).alias("features_missing"),
                 pl.col("ctr").fill_null(DEFAULT_PRIORS["ctr"]),
                 pl.col("impressions").fill_null(DEFAULT_PRIORS["impressions"]),
                 pl.col("impression_prob").fill_null(DEFAULT_PRIORS["impression_prob"]),
             ))
     outlier = ((pl.col("price") >= PRICE_MAX)
-               | (pl.col("age_hours") > config.max_age_days * 24))
+               | (pl.col("ts") - pl.col("created_at") > timedelta(days=config.max_age_days)))
     n_outliers = imps.filter(outlier).height
     imps = imps.filter(~outlier)
 
@@ -324,20 +329,16 @@ def _with_dense(df: pl.DataFrame) -> pl.DataFrame:
 
     df = df.with_columns(pl.col("query").map_elements(ids, return_dtype=pl.List(pl.Int32))
                          .alias("query_ids"))
-    dense = dense_matrix({
-        "recall_score": df["recall_score"].to_numpy(),
-        "recall_rank": df["recall_rank"].to_numpy(),
-        "price": df["price"].to_numpy(),
-        "age_hours": df["age_hours"].to_numpy(),
-        "ctr": df["ctr"].to_numpy(),
-        "impressions": df["impressions"].to_numpy(),
-        "impression_prob": df["impression_prob"].to_numpy(),
-        "image_score": df["image_score"].to_numpy(),
-        "condition": df["condition"].to_numpy(),
-        "title_tokens": df["title_ids"].list.len().to_numpy(),
-        "query_tokens": df["query_ids"].list.len().to_numpy(),
-        "features_missing": df["features_missing"].to_numpy(),
-    })
+    title_ids = _id_grid(df["title_ids"].to_list(), (np.arange(df.height),),
+                         (df.height, tokenizer.MAX_TITLE_TOKENS))
+    dense = dense_matrix(raw_features(CandidateBlock(
+        recall_score=df["recall_score"].to_numpy(), recall_rank=df["recall_rank"].to_numpy(),
+        price=df["price"].to_numpy(), created_ms=df["created_at"].dt.epoch("ms").to_numpy(),
+        now_ms=df["ts"].dt.epoch("ms").to_numpy(),
+        store={name: df[name].to_numpy() for name in STORE_FEATURES},
+        missing=df["features_missing"].to_numpy(), image_score=df["image_score"].to_numpy(),
+        condition=df["condition"].to_numpy(), title_ids=title_ids,
+        query_tokens=df["query_ids"].list.len().to_numpy())))
     return df.with_columns(pl.Series("dense", dense))
 
 
@@ -353,7 +354,7 @@ def to_lists(impressions: pl.DataFrame, page_size: int | None = None) -> Lists:
 
     Rows carry the exact features served (``dense``, ``query_ids``, ``title_ids``: from
     the served-feature log), or the raw listing columns, from which the spec computes
-    them (:func:`app.feature_spec.dense_matrix`).
+    them (:func:`app.feature_spec.raw_features`).
     """
     df = impressions.sort("request_id", "position")
     if "dense" not in df.columns:
