@@ -61,6 +61,24 @@ def test_dense_matrix_applies_the_spec_transforms():
     np.testing.assert_allclose(col["query_tokens"], np.log1p([2.0, 2.0]), rtol=1e-6)
 
 
+def test_raw_features_are_extracted_as_declared():
+    block = feature_spec.CandidateBlock(
+        recall_score=np.array([2.0, 1.0]), recall_rank=np.array([0.0, 1.0]),
+        price=np.array([100.0, 200.0]), created_ms=np.array([0.0, 3_600_000.0]),
+        now_ms=7_200_000, store={"ctr": np.array([0.1, 0.2]), "impressions": np.zeros(2),
+                                 "impression_prob": np.zeros(2)},
+        missing=np.array([False, True]), image_score=np.array([0.5, 0.9]),
+        condition=np.array([0.0, 1.0]), title_ids=np.array([[3, 4, 5], [6, 0, 0]]),
+        query_tokens=2)
+    raw = feature_spec.raw_features(block)
+    assert tuple(raw) == DENSE_NAMES
+    np.testing.assert_array_equal(raw["age_hours"], [2.0, 1.0])
+    np.testing.assert_array_equal(raw["title_tokens"], [3, 1])  # 0 = padding
+    np.testing.assert_array_equal(raw["ctr"], [0.1, 0.2])
+    np.testing.assert_array_equal(raw["features_missing"], [False, True])
+    assert raw["query_tokens"] == 2
+
+
 def test_spec_hash_tracks_the_spec(monkeypatch):
     before = spec_hash()
     assert before == spec_hash()
