@@ -5,7 +5,9 @@ and bugs."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -38,7 +40,7 @@ def error(status: int, code: str, message: str, **extra) -> Response:
     return json_response({"error": code, "message": message, **extra}, status)
 
 
-def field_errors(errors: list[dict]) -> list[dict]:
+def field_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict]:
     """Pydantic errors as [{"field": "filters.price_min", "message": ...}]."""
     out = []
     for e in errors:

@@ -245,7 +245,8 @@ class ExperimentRegistry:
                 try:
                     await asyncio.to_thread(self.reload)
                 except (OSError, ExperimentConfigError):
-                    self._stamp = _stat_stamp(self.path)  # not again until it changes
+                    # not again until it changes
+                    self._stamp = _stat_stamp(self.path) if self.path else None
 
 
 def _stat_stamp(path: Path) -> tuple[float, int] | None:

@@ -29,6 +29,7 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -45,7 +46,7 @@ class FeatureLog:
         self.max_bytes = max_bytes
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="feature-log", daemon=True)
-        self._file = None
+        self._file: BinaryIO | None = None
         self._name = f"served-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
         self._files = 0
         self.path: Path | None = None  # the file being written
@@ -76,29 +77,30 @@ class FeatureLog:
             return
         self._thread.join(timeout_s)
 
-    def _open(self) -> None:
+    def _open(self) -> BinaryIO:
         if self._file is not None:
             self._file.close()
         self._files += 1
         self.path = self.directory / f"{self._name}-{self._files:05d}.jsonl"
         self._file = open(self.path, "ab")  # noqa: SIM115 (kept open across records)
+        return self._file
 
     def _run(self) -> None:
-        self._open()
+        file = self._open()
         options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
         while True:
             record = self._queue.get()
             if record is _STOP:
                 break
             try:
-                self._file.write(orjson.dumps(record, option=options))
+                file.write(orjson.dumps(record, option=options))
             except (OSError, TypeError) as exc:
                 metrics.FEATURE_LOG.labels("error").inc()
                 log.error("served-feature log: record not written: %s", exc)
                 continue
             metrics.FEATURE_LOG.labels("written").inc()
             if self._queue.empty():
-                self._file.flush()
-            if self._file.tell() >= self.max_bytes:
-                self._open()
-        self._file.close()
+                file.flush()
+            if file.tell() >= self.max_bytes:
+                file = self._open()
+        file.close()

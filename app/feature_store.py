@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
+from typing import cast, overload
 
 import numpy as np
 import orjson
@@ -50,18 +51,32 @@ class FeatureBatch:
     degraded: str | None = None  # reason, when the store could not be read
 
 
+RedisClient = aioredis.Redis | RedisCluster  # one server, or a Redis Cluster
+
+
 def connect_redis(url: str, cluster: bool = False, timeout_s: float | None = None,
-                  ) -> aioredis.Redis | RedisCluster:
+                  ) -> RedisClient:
     """A client for one Redis server, or for a Redis Cluster reached through any node."""
     client = RedisCluster if cluster else aioredis.Redis
     return client.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
-async def mget(redis: aioredis.Redis | RedisCluster, keys: list[str]) -> list[bytes | None]:
+@overload
+def text(raw: None) -> None: ...
+@overload
+def text(raw: bytes | str) -> str: ...
+@overload
+def text(raw: bytes | str | None) -> str | None: ...
+def text(raw: bytes | str | None) -> str | None:
+    """A Redis reply as text (our clients answer bytes)."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+async def mget(redis: RedisClient, keys: list[str]) -> list[bytes | None]:
     """MGET, split per slot on a cluster."""
     if isinstance(redis, RedisCluster):
-        return await redis.mget_nonatomic(keys)
-    return await redis.mget(keys)
+        return cast(list[bytes | None], await redis.mget_nonatomic(keys))
+    return cast(list[bytes | None], await redis.mget(keys))
 
 
 def current_key(prefix: str) -> str:
@@ -83,7 +98,7 @@ def item_key(prefix: str, version: str, item_id: str) -> str:
 class FeatureStore:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str = "bm:feat",
         timeout_s: float = 0.05,
         pointer_ttl_s: float = 1.0,
@@ -113,8 +128,7 @@ class FeatureStore:
         now = time.monotonic()
         if now - self._checked_at < self.pointer_ttl_s:
             return
-        raw = await self.redis.get(current_key(self.prefix))
-        version = raw.decode() if raw is not None else None
+        version = text(await self.redis.get(current_key(self.prefix)))
         if version != self._version:
             meta = await self.redis.get(meta_key(self.prefix, version)) if version else None
             priors = {**DEFAULT_PRIORS, **(orjson.loads(meta).get("priors", {}) if meta else {})}
@@ -130,7 +144,8 @@ class FeatureStore:
         misses = [k for k, v in enumerate(values) if v is None]
         if not misses:
             return values
-        raw = await mget(self.redis, [item_key(self.prefix, self._version, item_ids[k])
+        version = cast(str, self._version)  # read only while a version is served
+        raw = await mget(self.redis, [item_key(self.prefix, version, item_ids[k])
                                       for k in misses])
         room = self.cache_items - len(cache)
         for k, v in zip(misses, raw, strict=True):
@@ -184,7 +199,7 @@ class FeatureStore:
 
 
 async def write_version(
-    redis: aioredis.Redis | RedisCluster,
+    redis: RedisClient,
     prefix: str,
     version: str,
     rows: Iterable[tuple[str, float, float, float]],
@@ -216,5 +231,5 @@ async def write_version(
     return count
 
 
-async def switch_version(redis: aioredis.Redis, prefix: str, version: str) -> None:
+async def switch_version(redis: RedisClient, prefix: str, version: str) -> None:
     await redis.set(current_key(prefix), version)

@@ -36,16 +36,13 @@ class Services:
     moderator: Moderator | None
 
 
-def load_model(models: ModelRegistry, name: str, version: str,
-               strict: bool = False) -> LoadedModel | None:
-    """Load a model and publish its metrics; at start-up a refusal is logged, not fatal."""
+def load_model(models: ModelRegistry, name: str, version: str) -> LoadedModel:
+    """Load a model and count the outcome (a refusal raises :class:`ModelError`)."""
     try:
         model = models.load(name, version)
     except ModelError:
         metrics.MODEL_RELOADS.labels("refused").inc()
-        if strict:
-            raise
-        return None
+        raise
     metrics.MODEL_RELOADS.labels("loaded").inc()
     metrics.set_model_info(model.name, model.version, model.provider)
     return model
@@ -72,7 +69,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                                  settings.feature_log_max_bytes)
         feature_log.start()
     models = ModelRegistry(settings.models_dir, settings.onnx_device, settings.onnx_threads)
-    load_model(models, settings.model_name, settings.model_version)
+    with suppress(ModelError):  # logged; the service answers in recall order, /readyz 503
+        load_model(models, settings.model_name, settings.model_version)
     experiments = ExperimentRegistry(settings.experiments_file, models, settings.image_weight)
     with suppress(OSError, ExperimentConfigError):  # logged; /readyz shows it
         experiments.reload()

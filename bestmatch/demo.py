@@ -111,11 +111,11 @@ def _features(settings: Settings, sim_dir: Path, now: datetime, version: str) ->
             publish_snapshot(settings.snapshot_dir, version)
             _say(f"   already computed; published version {version}")
             return
-        summary = refresh_snapshot(config, version)
+        summary: dict | None = refresh_snapshot(config, version)
     else:
         summary = asyncio.run(_refresh_redis(settings, config, version))
-        if summary is None:
-            return
+    if summary is None:  # already published
+        return
     _say(f"   {summary['items']} items published as version {version}")
 
 

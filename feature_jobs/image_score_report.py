@@ -35,6 +35,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -87,7 +88,7 @@ def price_band() -> pl.Expr:
     """The price band name of ``price`` (null for a null price)."""
     price = pl.col("price")
     (first_upper, first_name), *rest = PRICE_BANDS
-    band = pl.when(price < first_upper).then(pl.lit(first_name))
+    band: Any = pl.when(price < first_upper).then(pl.lit(first_name))  # Then, ChainedThen
     for upper, name in rest:
         band = band.when(price < upper).then(pl.lit(name))
     return band

@@ -42,22 +42,24 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import orjson
 import polars as pl
-import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
 from app.feature_spec import STORE_FEATURES
 from app.feature_store import (
     VALUE_DTYPE,
+    RedisClient,
     current_key,
     item_key,
     meta_key,
     mget,
     switch_version,
+    text,
     versions_key,
     write_version,
 )
@@ -137,7 +139,7 @@ def read_window(config: RefreshConfig, rejects_path: Path) -> tuple[pl.DataFrame
     return good, {"rows": df.height, "rejected": rejected, "in_window": good.height}
 
 
-async def verify(redis: aioredis.Redis, prefix: str, version: str, stats: pl.DataFrame,
+async def verify(redis: RedisClient, prefix: str, version: str, stats: pl.DataFrame,
                  sample: int, seed: int = 0) -> None:
     meta = await redis.get(meta_key(prefix, version))
     if meta is None or orjson.loads(meta)["items"] != stats.height:
@@ -146,13 +148,14 @@ async def verify(redis: aioredis.Redis, prefix: str, version: str, stats: pl.Dat
     raw = await mget(redis, [item_key(prefix, version, i) for i in rows["item_id"]])
     if any(r is None for r in raw):
         raise RefreshError(f"version {version}: sampled items missing after the write")
-    got = np.frombuffer(b"".join(raw), dtype=VALUE_DTYPE).reshape(-1, len(STORE_FEATURES))
+    got = np.frombuffer(b"".join(cast(list[bytes], raw)), dtype=VALUE_DTYPE).reshape(
+        -1, len(STORE_FEATURES))
     want = rows.select(STORE_FEATURES).to_numpy().astype(VALUE_DTYPE)
     if not np.array_equal(got, want):
         raise RefreshError(f"version {version}: sampled values differ from the snapshot")
 
 
-async def expire_version(redis: aioredis.Redis, prefix: str, version: str, ttl_s: int) -> int:
+async def expire_version(redis: RedisClient, prefix: str, version: str, ttl_s: int) -> int:
     """Give every key of ``version`` a TTL; returns how many keys got one."""
     n = 0
     pipe = redis.pipeline(transaction=False)
@@ -165,11 +168,11 @@ async def expire_version(redis: aioredis.Redis, prefix: str, version: str, ttl_s
     return n
 
 
-async def expire_orphans(redis: aioredis.Redis, prefix: str, version: str,
+async def expire_orphans(redis: RedisClient, prefix: str, version: str,
                          ttl_s: int) -> list[str]:
     """Expire versions left by runs that died before switching; returns their names."""
     current = await redis.get(current_key(prefix))
-    orphans = [v.decode() for v in await redis.smembers(versions_key(prefix))
+    orphans = [text(v) for v in await redis.smembers(versions_key(prefix))
                if v not in (current, version.encode())]
     for orphan in orphans:
         await expire_version(redis, prefix, orphan, ttl_s)
@@ -212,7 +215,7 @@ class HeldLock:
 
 
 @asynccontextmanager
-async def refresh_lock(redis: aioredis.Redis, prefix: str, ttl_s: float):
+async def refresh_lock(redis: RedisClient, prefix: str, ttl_s: float):
     """Hold ``{prefix}:refresh-lock`` with a TTL of ``ttl_s`` renewed by a heartbeat, so
     a long run keeps it and a run that dies frees it within ``ttl_s``; yields the
     :class:`HeldLock`. Raises :class:`LockHeld` when another run holds it."""
@@ -270,7 +273,7 @@ def refresh_snapshot(config: RefreshConfig, version: str | None = None,
             "snapshot": str(snapshot), "seconds": timer.total(), "step_seconds": timer.steps}
 
 
-async def publish(redis: aioredis.Redis, config: PublishConfig, lock: HeldLock, version: str,
+async def publish(redis: RedisClient, config: PublishConfig, lock: HeldLock, version: str,
                   stats: pl.DataFrame, timer: StepTimer, say=lambda msg: None,
                   progress_factory=NoProgress, fail_before_switch: bool = False) -> dict:
     """Steps 4-5 for ``stats``, the version's snapshot (already written): expire orphans,
@@ -295,16 +298,16 @@ async def publish(redis: aioredis.Redis, config: PublishConfig, lock: HeldLock, 
     publish_snapshot(config.snapshot_dir, version)
     say(f"switched the pointer to {version}")
     expired = 0
-    if previous is not None and previous.decode() != version:
-        expired = await expire_version(redis, config.prefix, previous.decode(), config.grace_s)
+    if previous is not None and text(previous) != version:
+        expired = await expire_version(redis, config.prefix, text(previous), config.grace_s)
         await redis.srem(versions_key(config.prefix), previous)
     timer("switch_and_expire")
     return {"version": version, "items": written,
-            "previous": previous.decode() if previous else None,
+            "previous": text(previous),
             "previous_keys_expiring": expired, "orphan_versions_expiring": orphans}
 
 
-async def refresh(redis: aioredis.Redis, config: RefreshConfig, version: str | None = None,
+async def refresh(redis: RedisClient, config: RefreshConfig, version: str | None = None,
                   fail_before_switch: bool = False, say=lambda msg: None,
                   progress_factory=NoProgress) -> dict:
     """Run the job; returns its summary. ``fail_before_switch`` is for crash tests;
@@ -344,7 +347,7 @@ def read_snapshot(path: Path) -> pl.DataFrame:
         raise RefreshError(f"snapshot {path} unreadable: {exc}") from exc
 
 
-async def republish(redis: aioredis.Redis, config: PublishConfig, version: str | None = None,
+async def republish(redis: RedisClient, config: PublishConfig, version: str | None = None,
                     say=lambda msg: None, progress_factory=NoProgress) -> dict:
     """Write the last published version (or ``version``) again from its snapshot, then
     point at it: restores a Redis that lost its data. Returns the summary."""

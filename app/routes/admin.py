@@ -24,7 +24,7 @@ async def reload_model(services: ServicesDep, body: ReloadRequest | None = None)
     models = services.models
     name = body.name or (models.current.name if models.current else services.settings.model_name)
     try:
-        model = await asyncio.to_thread(load_model, models, name, body.version, True)
+        model = await asyncio.to_thread(load_model, models, name, body.version)
     except ModelError as exc:
         raise ServiceError(409, "model_refused", str(exc),
                            serving=models.current.describe() if models.current else None
