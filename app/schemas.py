@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    model_validator,
+)
 
 from app.listings import CONDITIONS, PRICE_MAX, Condition
 from app.recall import Bound, Match
@@ -29,6 +36,15 @@ Price = Field(None, ge=0, le=PRICE_MAX, allow_inf_nan=False,
               description=f"yen; at most the marketplace maximum {PRICE_MAX}")
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would read true as 1
+        raise ValueError("a number, not a boolean")
+    return value
+
+
+NOT_BOOL = BeforeValidator(_not_bool)
+
+
 class Filters(BaseModel):
     # Each recall filter is declared once: name, type and validation, and (the
     # app.recall.Match / Bound in its type) the engine clause it becomes; the clauses
@@ -43,8 +59,8 @@ class Filters(BaseModel):
                       Match("brand")] = Field(default_factory=list, max_length=50)
     conditions: Annotated[list[Condition], Match("condition")] = Field(
         default_factory=list, max_length=len(CONDITIONS))
-    price_min: Annotated[float | None, Bound("price", "gte")] = Price
-    price_max: Annotated[float | None, Bound("price", "lte")] = Price
+    price_min: Annotated[float | None, NOT_BOOL, Bound("price", "gte")] = Price
+    price_max: Annotated[float | None, NOT_BOOL, Bound("price", "lte")] = Price
 
     @model_validator(mode="after")
     def _price_range(self) -> Filters:

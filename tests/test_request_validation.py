@@ -42,6 +42,12 @@ def test_prices_are_accepted_only_when_finite_and_in_range(price):
         assert ok
 
 
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_is_not_a_price(value):
+    with pytest.raises(ValidationError, match="not a boolean"):
+        Filters.model_validate_json(f'{{"price_min": {str(value).lower()}}}')
+
+
 text = st.text(min_size=1, max_size=30).filter(str.strip)
 requests = st.builds(
     dict,
