@@ -34,7 +34,7 @@ import numpy as np
 import orjson
 import tantivy
 
-from app.engines import BulkResult, EngineRequestError
+from app.interfaces import BulkResult, EngineRequestError
 from app.recall import TEXT_FIELDS, BestMatch, Clause, Range, RecallQuery, Term, Terms, gauss_decay
 
 KEYWORDS = ("id", "status", "category", "brand", "condition")

@@ -12,30 +12,12 @@ two exceptions: :class:`EngineUnavailable` (connection, timeout, 5xx) and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from app.interfaces import BulkResult, EngineRequestError, EngineUnavailable
 from app.recall import BestMatch, Clause, Range, RecallQuery, Term, Terms
-
-
-class EngineUnavailable(Exception):
-    """The engine could not answer (down, timed out or failing)."""
-
-
-class EngineRequestError(Exception):
-    """The engine rejected the request: a missing index (404) or a bad query/mapping."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class BulkResult:
-    indexed: int
-    errors: list[dict]
 
 
 def _clause_json(clause: Clause) -> dict:
@@ -181,37 +163,47 @@ class Engine:
 def connect(kind: str, url: str, timeout_s: float) -> Engine:
     """An :class:`Engine` for ``kind`` ("opensearch" or "elasticsearch") at ``url``."""
     if kind == "opensearch":
-        import opensearchpy
-        from opensearchpy.helpers import async_bulk
-        from opensearchpy.serializer import JSONSerializer
-
-        class _Orjson(JSONSerializer):
-            def loads(self, s):
-                return orjson.loads(s)
-
-        client = opensearchpy.AsyncOpenSearch(
-            hosts=[url], timeout=timeout_s, serializer=_Orjson(), maxsize=32
-        )
-        return Engine(
-            kind, client, async_bulk,
-            unavailable=(opensearchpy.ConnectionError, opensearchpy.ConnectionTimeout),
-            api_error=opensearchpy.TransportError,
-            status_of=lambda e: int(e.status_code) if isinstance(e.status_code, int) else 500,
-        )
+        return _opensearch(url, timeout_s)
     if kind == "elasticsearch":
-        import elastic_transport
-        import elasticsearch
-        from elasticsearch.helpers import async_bulk
-        from elasticsearch.serializer import OrjsonSerializer
-
-        client = elasticsearch.AsyncElasticsearch(
-            url, request_timeout=timeout_s, serializer=OrjsonSerializer(),
-            connections_per_node=32,
-        )
-        return Engine(
-            kind, client, async_bulk,
-            unavailable=(elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout),
-            api_error=elasticsearch.ApiError,
-            status_of=lambda e: e.meta.status,
-        )
+        return _elasticsearch(url, timeout_s)
     raise ValueError(f"unknown engine kind {kind!r} (opensearch | elasticsearch)")
+
+
+def _opensearch(url: str, timeout_s: float) -> Engine:
+    import opensearchpy
+    from opensearchpy.helpers import async_bulk
+    from opensearchpy.serializer import JSONSerializer
+
+    class _Orjson(JSONSerializer):
+        def loads(self, s):
+            return orjson.loads(s)
+
+    def status_of(exc: BaseException) -> int:
+        status = getattr(exc, "status_code", None)
+        return status if isinstance(status, int) else 500
+
+    client = opensearchpy.AsyncOpenSearch(
+        hosts=[url], timeout=timeout_s, serializer=_Orjson(), maxsize=32
+    )
+    return Engine(
+        "opensearch", client, async_bulk,
+        unavailable=(opensearchpy.ConnectionError, opensearchpy.ConnectionTimeout),
+        api_error=opensearchpy.TransportError, status_of=status_of,
+    )
+
+
+def _elasticsearch(url: str, timeout_s: float) -> Engine:
+    import elastic_transport
+    import elasticsearch
+    from elasticsearch.helpers import async_bulk
+    from elasticsearch.serializer import OrjsonSerializer
+
+    client = elasticsearch.AsyncElasticsearch(
+        url, request_timeout=timeout_s, serializer=OrjsonSerializer(), connections_per_node=32,
+    )
+    return Engine(
+        "elasticsearch", client, async_bulk,
+        unavailable=(elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout),
+        api_error=elasticsearch.ApiError,
+        status_of=lambda exc: int(getattr(getattr(exc, "meta", None), "status", 500)),
+    )

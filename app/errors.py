@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from app import metrics
-from app.engines import EngineRequestError, EngineUnavailable
+from app.interfaces import EngineRequestError, EngineUnavailable
 from app.schemas import ErrorResponse
 
 log = logging.getLogger("bestmatch")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from itertools import islice
 from typing import cast, overload
 
@@ -35,6 +34,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from app.feature_spec import DEFAULT_PRIORS, STORE_FEATURES
+from app.interfaces import FeatureBatch
 
 VALUE_DTYPE = np.dtype("<f4")
 VALUE_BYTES = VALUE_DTYPE.itemsize * len(STORE_FEATURES)
@@ -42,13 +42,6 @@ VALUE_BYTES = VALUE_DTYPE.itemsize * len(STORE_FEATURES)
 
 def pack(values: Iterable[float]) -> bytes:
     return np.asarray(list(values), dtype=VALUE_DTYPE).tobytes()
-
-
-@dataclass
-class FeatureBatch:
-    values: dict[str, np.ndarray]  # STORE_FEATURES -> float array [N]
-    missing: np.ndarray  # bool [N]: prior used
-    degraded: str | None = None  # reason, when the store could not be read
 
 
 RedisClient = aioredis.Redis | RedisCluster  # one server, or a Redis Cluster

@@ -7,7 +7,6 @@ schema constraints, not only in prose.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -18,6 +17,7 @@ from pydantic import (
     create_model,
     model_validator,
 )
+from starlette.datastructures import ImmutableMultiDict
 
 from app.listings import CONDITIONS, PRICE_MAX, Condition
 from app.recall import Bound, Match
@@ -112,8 +112,9 @@ def search_request_model(max_page_size: int, candidates: int,
     deepest = max(candidates, result_window)
     bounded = create_model(
         "SearchRequest", __base__=SearchRequest,
-        size=(int, Field(20, ge=1, le=max_page_size, description="page size")),
-        offset=(int, Field(
+        size=(Annotated[int, NOT_BOOL], Field(20, ge=1, le=max_page_size,
+                                              description="page size")),
+        offset=(Annotated[int, NOT_BOOL], Field(
             0, ge=0, le=deepest - 1,
             description=f"offset into the ranked list; offset + size at most {candidates} "
                         f"for best_match, {result_window} for newest")),
@@ -127,7 +128,7 @@ def search_request_model(max_page_size: int, candidates: int,
 LIST_PARAMETERS = ("brands", "conditions")
 
 
-def search_request_from_query(params: Mapping[str, Any]) -> dict[str, Any]:
+def search_request_from_query(params: ImmutableMultiDict[str, str]) -> dict[str, Any]:
     """``GET /v1/search`` parameters (a multi-dict) as the body of a :class:`SearchRequest`:
     filter names go into ``filters``; ``brands`` and ``conditions`` may repeat."""
     body: dict[str, Any] = {}
@@ -167,7 +168,7 @@ class ModerationRequest(BaseModel):
 
     title: str = Field(min_length=1, max_length=500)
     description: str = Field("", max_length=10_000)
-    price: float = Field(ge=0, le=PRICE_MAX, allow_inf_nan=False)
+    price: Annotated[float, NOT_BOOL] = Field(ge=0, le=PRICE_MAX, allow_inf_nan=False)
     photo: str = Field(min_length=1, max_length=12_000_000,
                        description="the listing photo, base64 (JPEG, PNG, WebP)",
                        json_schema_extra={"contentEncoding": "base64",

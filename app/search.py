@@ -3,7 +3,7 @@
 Reads top to bottom; each stage is timed (response ``timings_ms`` and the
 ``bestmatch_stage_seconds`` histogram). A failure of the feature store or the model
 degrades the answer (priors / recall order) and names the reason in ``degraded``;
-an engine failure raises :class:`app.engines.EngineUnavailable` for the API to map.
+an engine failure raises :class:`app.interfaces.EngineUnavailable` for the API to map.
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ from itertools import chain
 import numpy as np
 
 from app import metrics
-from app.embedded_engine import EmbeddedEngine
-from app.engines import Engine
 from app.experiments import Arm
 from app.feature_log import FeatureLog
 from app.feature_spec import DENSE_NAMES, CandidateBlock, dense_matrix, raw_features
-from app.feature_store import FeatureStore
+from app.interfaces import FeatureSource, SearchEngine
 from app.listings import CONDITION_ORDINAL
 from app.recall import RecallParams, best_match_query, newest_query
 from app.schemas import SearchRequest
 from app.scoring import ModelRegistry
-from app.snapshot_store import SnapshotFeatureStore
 from app.tokenizer import tokenize_query
 
 DEBUG_SOURCE = ("title",)
@@ -87,10 +84,24 @@ class Stopwatch:
         self._t = now
 
 
+@dataclass
+class Features:
+    dense: np.ndarray  # float32 [N, DENSE_DIM], the model's input
+    degraded: str | None  # the feature store's reason, when it answered with priors
+
+
+@dataclass
+class Ranking:
+    model_scores: np.ndarray  # [N]; the recall score when no model ran
+    model: dict | None  # the model that ranked (describe())
+    degraded: str | None  # no_model / model_error
+
+
 class Searcher:
+    """The pipeline over the declared backends (:mod:`app.interfaces`)."""
+
     def __init__(
-        self, engine: Engine | EmbeddedEngine, index: str,
-        store: FeatureStore | SnapshotFeatureStore, models: ModelRegistry,
+        self, engine: SearchEngine, index: str, store: FeatureSource, models: ModelRegistry,
         recall: RecallParams, feature_log: FeatureLog | None = None,
     ):
         self.engine = engine
@@ -104,90 +115,108 @@ class Searcher:
         watch = Stopwatch()
         tokens, query_ids = tokenize_query(req.query)
         watch.lap("tokenize")
+        now_ms = int(time.time() * 1000)
+        hits = await self.recall_hits(req, tokens, now_ms)
+        watch.lap("recall")
         answer: dict = {"query": req.query, "flow": req.flow, "tokens": list(tokens),
                         "experiment": {"name": arm.experiment, "arm": arm.name},
-                        "model": None, "degraded": []}
+                        "model": None, "degraded": [], "candidates": len(hits)}
+        if req.flow == "newest" or not hits:
+            items = _newest_items(hits, req.debug) if req.flow == "newest" else []
+            return {**answer, "items": items, "timings_ms": watch.timings}
+
+        cands = Candidates.from_hits(hits, with_titles=req.debug)
+        features = await self.features(cands, len(query_ids), now_ms)
+        watch.lap("features")
+        ranking = self.rank(features.dense, query_ids, cands, arm)
+        watch.lap("score")
+        final = blend_scores(ranking.model_scores, cands.image_score, arm.image_weight)
+        order = np.argsort(-final, kind="stable")[req.offset: req.offset + req.size]
+        degraded = [r for r in (features.degraded, ranking.degraded) if r]
+        answer.update(model=ranking.model, degraded=degraded,
+                      items=page_items(order, cands, final, ranking, features.dense, req.debug))
+        if self.feature_log is not None:
+            self.feature_log.put(self.log_record(req, request_id, arm, answer, now_ms,
+                                                 query_ids, cands, order, features.dense))
+        watch.lap("blend")
+        for reason in degraded:
+            metrics.DEGRADED.labels(reason).inc()
+        return {**answer, "timings_ms": watch.timings}
+
+    async def recall_hits(self, req: SearchRequest, tokens: tuple[str, ...],
+                          now_ms: int) -> list[dict]:
+        """The engine's hits for the request's flow (none without searchable tokens)."""
+        if not tokens:  # e.g. only punctuation: nothing can match, skip the engine
+            return []
         extra = DEBUG_SOURCE if req.debug else ()
-        now_ms = int(time.time() * 1000)
         if req.flow == "newest":
             query = newest_query(tokens, req.filters, self.recall, req.size, req.offset, extra)
         else:
             query = best_match_query(tokens, req.filters, self.recall, now_ms, extra)
-        # No tokens (e.g. only punctuation): nothing can match, skip the engine.
-        hits = await self.engine.search(self.index, query) if tokens else []
-        watch.lap("recall")
+        hits = await self.engine.search(self.index, query)
         metrics.CANDIDATES.observe(len(hits))
-        answer["candidates"] = len(hits)
-        if req.flow == "newest" or not hits:
-            answer["items"] = _newest_items(hits, req.debug) if req.flow == "newest" else []
-            answer["timings_ms"] = watch.timings
-            return answer
+        return hits
 
-        cands = Candidates.from_hits(hits, with_titles=req.debug)
+    async def features(self, cands: Candidates, query_tokens: int, now_ms: int) -> Features:
+        """The model's input: engine fields and store values through the feature spec."""
         store = await self.store.fetch(cands.ids)
         metrics.FEATURE_STORE_READY.set(store.degraded is None)
-        if store.degraded:
-            answer["degraded"].append(store.degraded)
         dense = dense_matrix(raw_features(CandidateBlock(
-            recall_score=cands.recall_score, recall_rank=np.arange(len(hits), dtype=np.float64),
+            recall_score=cands.recall_score,
+            recall_rank=np.arange(len(cands.ids), dtype=np.float64),
             price=cands.price, created_ms=cands.created_ms, now_ms=now_ms, store=store.values,
             missing=store.missing, image_score=cands.image_score, condition=cands.condition,
-            title_ids=cands.title_ids, query_tokens=len(query_ids))))
-        watch.lap("features")
+            title_ids=cands.title_ids, query_tokens=query_tokens)))
+        return Features(dense, store.degraded)
 
-        model_scores = self._score(dense, query_ids, cands, answer, arm)
-        watch.lap("score")
-
-        final = blend_scores(model_scores, cands.image_score, arm.image_weight)
-        order = np.argsort(-final, kind="stable")[req.offset: req.offset + req.size]
-        items = []
-        for i in order.tolist():
-            item = {"id": cands.ids[i], "score": float(final[i]),
-                    "model_score": float(model_scores[i]),
-                    "image_score": float(cands.image_score[i]), "recall_rank": i}
-            if req.debug:
-                item["title"] = cands.titles[i]  # type: ignore[index]
-                item["features"] = dict(zip(DENSE_NAMES, dense[i].tolist(), strict=True))
-            items.append(item)
-        answer["items"] = items
-        if self.feature_log is not None:
-            self.feature_log.put({
-                "request_id": request_id,
-                "ts": datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(),
-                "query": req.query, "user_id": req.user_id, "session_id": req.session_id,
-                "experiment": arm.experiment, "arm": arm.name,
-                "model": {k: answer["model"][k] for k in ("name", "version")}
-                if answer["model"] else None,
-                "feature_version": self.store.version, "offset": req.offset,
-                "degraded": answer["degraded"], "query_ids": query_ids,
-                "items": {"id": [cands.ids[i] for i in order.tolist()],
-                          "position": list(range(req.offset + 1, req.offset + 1 + len(order))),
-                          "recall_rank": order, "dense": dense[order],
-                          "title_ids": cands.title_ids[order]},
-            })
-        watch.lap("blend")
-        for reason in answer["degraded"]:
-            metrics.DEGRADED.labels(reason).inc()
-        answer["timings_ms"] = watch.timings
-        return answer
-
-    def _score(self, dense: np.ndarray, query_ids: tuple[int, ...], cands: Candidates,
-               answer: dict, arm: Arm) -> np.ndarray:
+    def rank(self, dense: np.ndarray, query_ids: tuple[int, ...], cands: Candidates,
+             arm: Arm) -> Ranking:
         """Model scores; the engine's recall score (recall order) for a recall-only arm or
         when no model can run."""
         if arm.recall_only:
-            return cands.recall_score
+            return Ranking(cands.recall_score, None, None)
         model = arm.model or self.models.current
         if model is None:
-            answer["degraded"].append("no_model")
-            return cands.recall_score
-        answer["model"] = model.describe()
+            return Ranking(cands.recall_score, None, "no_model")
         try:
-            return model.score(dense, np.array([query_ids], np.int64), cands.title_ids)
+            scores = model.score(dense, np.array([query_ids], np.int64), cands.title_ids)
         except Exception:
             log.exception("model %s failed; answering in recall order", model.describe())
-            answer["degraded"].append("model_error")
-            return cands.recall_score
+            return Ranking(cands.recall_score, model.describe(), "model_error")
+        return Ranking(scores, model.describe(), None)
+
+    def log_record(self, req: SearchRequest, request_id: str, arm: Arm, answer: dict,
+                   now_ms: int, query_ids: tuple[int, ...], cands: Candidates,
+                   order: np.ndarray, dense: np.ndarray) -> dict:
+        """The served-feature log's record of this answer (:mod:`app.feature_log`)."""
+        model = answer["model"]
+        return {
+            "request_id": request_id,
+            "ts": datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(),
+            "query": req.query, "user_id": req.user_id, "session_id": req.session_id,
+            "experiment": arm.experiment, "arm": arm.name,
+            "model": {k: model[k] for k in ("name", "version")} if model else None,
+            "feature_version": self.store.version, "offset": req.offset,
+            "degraded": answer["degraded"], "query_ids": query_ids,
+            "items": {"id": [cands.ids[i] for i in order.tolist()],
+                      "position": list(range(req.offset + 1, req.offset + 1 + len(order))),
+                      "recall_rank": order, "dense": dense[order],
+                      "title_ids": cands.title_ids[order]},
+        }
+
+
+def page_items(order: np.ndarray, cands: Candidates, final: np.ndarray, ranking: Ranking,
+               dense: np.ndarray, debug: bool) -> list[dict]:
+    items = []
+    for i in order.tolist():
+        item = {"id": cands.ids[i], "score": float(final[i]),
+                "model_score": float(ranking.model_scores[i]),
+                "image_score": float(cands.image_score[i]), "recall_rank": i}
+        if debug:
+            item["title"] = cands.titles[i] if cands.titles else ""
+            item["features"] = dict(zip(DENSE_NAMES, dense[i].tolist(), strict=True))
+        items.append(item)
+    return items
 
 
 def _newest_items(hits: list[dict], debug: bool) -> list[dict]:

@@ -21,7 +21,8 @@ import orjson
 import polars as pl
 
 from app.feature_spec import DEFAULT_PRIORS, STORE_FEATURES
-from app.feature_store import VALUE_DTYPE, FeatureBatch
+from app.feature_store import VALUE_DTYPE
+from app.interfaces import FeatureBatch
 
 POINTER = "CURRENT"
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import orjson
 
-from app.engines import Engine
+from app.interfaces import SearchEngine
 
 # rows -> ([(id, partial document)], [(row, reason)])
 ScoreBatch = Callable[[list[dict]], tuple[list[tuple[str, dict]], list[tuple[dict, str]]]]
@@ -36,7 +36,7 @@ def _input_stamp(path: Path) -> dict:
     return {"input": str(path), "size": stat.st_size, "mtime": stat.st_mtime}
 
 
-async def bulk_update(engine: Engine, alias: str, rows_path: Path, state_dir: Path,
+async def bulk_update(engine: SearchEngine, alias: str, rows_path: Path, state_dir: Path,
                       score_batch: ScoreBatch, batch: int = 32, label: str = "") -> dict:
     state_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = state_dir / "checkpoint.json"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from app.engines import Engine
 from app.image_input import to_input
+from app.interfaces import SearchEngine
 from app.scoring import MODEL_FILE, cpu_session, read_manifest
 from feature_jobs.bulk_update import bulk_update
 
@@ -44,7 +44,7 @@ def load_photos(rows: list[dict]) -> tuple[list[dict], list[Image.Image], list[t
     return ok, images, refused
 
 
-async def backfill_image_scores(engine: Engine, alias: str, photos: Path, scorer: ImageScorer,
+async def backfill_image_scores(engine: SearchEngine, alias: str, photos: Path, scorer: ImageScorer,
                                 state_dir: Path, batch: int = 32) -> dict:
     def score_batch(rows: list[dict]):
         ok, images, refused = load_photos(rows)

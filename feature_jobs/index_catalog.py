@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.engines import Engine
+from app.interfaces import SearchEngine
 from app.listings import Listing, index_body, index_document
 from feature_jobs.rows import Rejects, ValidRows
 
@@ -44,7 +44,7 @@ def new_index_name(alias: str) -> str:
 
 
 async def index_catalog(
-    engine: Engine,
+    engine: SearchEngine,
     alias: str,
     lines: Iterable[bytes | str],
     rejects_path: Path | None = None,

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from app.engines import Engine
+from app.interfaces import SearchEngine
 from app.moderation import Moderator
 from feature_jobs.bulk_update import bulk_update
 from feature_jobs.image_backfill import load_photos
 
 
-async def write_violation_scores(engine: Engine, alias: str, listings: Path,
+async def write_violation_scores(engine: SearchEngine, alias: str, listings: Path,
                                  moderator: Moderator, state_dir: Path, batch: int = 32) -> dict:
     def score_batch(rows: list[dict]):
         ok, photos, refused = load_photos(rows)

@@ -8,4 +8,5 @@ if [ -n "${CI:-}" ]; then
   # On CI leave nothing running behind; locally the servers stay up for the next run.
   trap '.venv/bin/bestmatch devstack down || true' EXIT
 fi
+.venv/bin/mypy  # the type check ([tool.mypy] in pyproject.toml: app, feature_jobs, bestmatch)
 .venv/bin/python -m pytest "$@"

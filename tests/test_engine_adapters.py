@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 from app.embedded_engine import EmbeddedEngine
-from app.engines import EngineRequestError, connect
+from app.engines import connect
+from app.interfaces import EngineRequestError
 from app.recall import RecallParams, best_match_query, newest_query
 from app.schemas import Filters
 from app.tokenizer import tokenize_query

@@ -141,7 +141,8 @@ def test_each_arm_scores_with_its_own_model(client_for, models_with_reverse, tmp
         assert [i["recall_rank"] for i in recall["items"]] == list(range(len(recall["items"])))
         arms = client.app.state.services.experiments.current.arms.values()
         sessions = {id(a.model.session) for a in arms if a.model is not None}
-        assert len(sessions) == 1 and id(client.app.state.services.models.current.session) not in sessions
+        default_session = client.app.state.services.models.current.session
+        assert len(sessions) == 1 and id(default_session) not in sessions
 
         # users are bucketed without any header, the answer and metrics name the arm
         arms = {ask(client, token=None, user_id=f"u{n}").json()["experiment"]["arm"]
@@ -192,7 +193,8 @@ def test_reload_takes_good_files_and_refuses_bad_ones(client_for, models_with_re
         path.write_text(TWO_ARMS.replace("name: rank", "name: rank2"))
         loaded = client.post("/admin/experiments/reload", headers=admin)
         assert loaded.status_code == 200
-        assert client.app.state.services.experiments.current.arms["rank2", "reverse"].model is reverse
+        arms = client.app.state.services.experiments.current.arms
+        assert arms["rank2", "reverse"].model is reverse
         assert ask(client, "rank2/recall").json()["experiment"]["name"] == "rank2"
         assert client.get("/readyz", headers=admin).json()["checks"]["experiments"]["ok"] is True
 

@@ -89,3 +89,9 @@ def test_model_references_never_leave_the_models_directory(tmp_path_factory, nam
 def test_unsafe_model_names_are_refused(tmp_path, name):
     with pytest.raises(ModelError):
         resolve_version(tmp_path, name, "1")
+
+
+@pytest.mark.parametrize("field", ["size", "offset"])
+def test_booleans_are_not_page_numbers(field):
+    with pytest.raises(ValidationError, match="not a boolean"):
+        SearchBody(query="nike", **{field: True})

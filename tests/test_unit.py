@@ -197,3 +197,19 @@ def test_rows_are_validated_and_rejects_kept(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert [x["line"] for x in lines] == [3, 4, 5]
     assert "created_at" in lines[1]["reason"] and "condition" in lines[2]["reason"]
+
+
+def test_every_backend_implements_its_declared_interface(tmp_path):
+    import redis.asyncio as aioredis
+
+    from app.embedded_engine import EmbeddedEngine
+    from app.engines import connect
+    from app.feature_store import FeatureStore
+    from app.interfaces import FeatureSource, SearchEngine
+    from app.snapshot_store import SnapshotFeatureStore
+
+    for engine in (EmbeddedEngine(tmp_path), connect("opensearch", "http://127.0.0.1:1", 1.0),
+                   connect("elasticsearch", "http://127.0.0.1:1", 1.0)):
+        assert isinstance(engine, SearchEngine), engine
+    for store in (FeatureStore(aioredis.Redis()), SnapshotFeatureStore(tmp_path)):
+        assert isinstance(store, FeatureSource), store

@@ -7,8 +7,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import metrics
-from app.engines import EngineRequestError, EngineUnavailable
 from app.errors import documented, json_response
+from app.interfaces import EngineRequestError, EngineUnavailable
 from app.schemas import Health, Readiness
 from app.services import AdminToken, Services, ServicesDep, admin_refusal
 
