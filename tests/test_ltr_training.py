@@ -3,7 +3,9 @@ pipeline end to end, ONNX parity, and the service serving the exported model."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -64,7 +66,7 @@ def tiny_run(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("ltr")
     config = LtrConfig(sim_dir=root / "sim", out_dir=root / "out", models_dir=root / "models",
                        version="t1", sim=TINY)
-    config.fit = type(config.fit)(epochs=2, batch_lists=32)
+    config.fit = type(config.fit)(epochs=2, batch_lists=32, min_steps=0)  # keep it fast
     return {"summary": train_ltr(config, say=lambda _m: None), "root": root}
 
 
@@ -317,3 +319,60 @@ def test_service_and_dataset_extract_identical_features(client_for, listings, tm
     service = np.array([[item["features"][n] for n in DENSE_NAMES] for item in items],
                        dtype=np.float32)
     np.testing.assert_array_equal(lists.dense[0], service)
+
+
+def _letor_lists(tmp_path, name: str, queries: int, sign: float, width: int = 3, seed: int = 0):
+    """A generated LETOR file where feature 1 carries ``sign`` x the label."""
+    from training.letor import letor_lists, read_letor
+
+    rng = np.random.default_rng(seed)
+    lines = []
+    for q in range(queries):
+        for _ in range(8):
+            label = int(rng.integers(0, 4))
+            feats = [sign * label + rng.normal(0, 0.3)] + list(rng.normal(size=width - 1))
+            lines.append(f"{label} qid:{q} " + " ".join(f"{i + 1}:{v:.4f}"
+                                                        for i, v in enumerate(feats)))
+    path = tmp_path / f"{name}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return letor_lists(read_letor(path))
+
+
+def test_early_stopping_restores_the_best_validation_epoch(tmp_path):
+    """Validation ranks by the opposite of what training learns, so it gets worse as
+    training goes on: the model returned must be the best validation epoch's, not the last."""
+    from training.fit import FewStepsWarning, FitConfig, evaluate, fit, predict
+
+    train = _letor_lists(tmp_path, "train", 24, +1.0)
+    valid = _letor_lists(tmp_path, "valid", 24, -1.0, seed=1)
+    config = FitConfig(epochs=1, min_steps=40, batch_lists=8, embed_dim=4, hidden=(8,),
+                       lr=1e-2, warmup_steps=0, patience_steps=None)
+    with pytest.warns(FewStepsWarning, match="3 optimiser step"):
+        model, history = fit(train, config, valid=valid)
+    scores = [h["valid_ndcg@10"] for h in history]
+    assert history[-1]["step"] == 40 and len(history) == 14  # 3 steps an epoch, 40 steps
+    assert scores[-1] < max(scores) - 0.05  # the last epoch is clearly not the best
+    best = [i for i, h in enumerate(history) if h.get("best")]
+    assert best == [scores.index(max(scores))]
+    assert evaluate(predict(model, valid), valid.labels, valid)["ndcg@10"] == max(scores)
+
+    # With patience: stops once 9 steps pass without a gain over the best epoch.
+    stopped, short = fit(train, replace(config, patience_steps=9), valid=valid)
+    best_step = next(h["step"] for h in short if h.get("best"))
+    assert short[-1]["step"] - best_step >= 9 > short[-2]["step"] - best_step
+    assert short[-1]["step"] < 40
+    assert evaluate(predict(stopped, valid), valid.labels, valid)["ndcg@10"] == max(
+        h["valid_ndcg@10"] for h in short)
+
+
+def test_training_length_and_schedule_are_in_steps():
+    from training.fit import FitConfig, learning_rate, planned_steps
+
+    config = FitConfig(epochs=12, batch_lists=64, min_steps=1000)
+    assert planned_steps(30, config) == (1, 1000, 1000)  # tiny data: many short epochs
+    assert planned_steps(64 * 100, config) == (100, 12, 1200)  # large: epochs decide
+    assert planned_steps(30, replace(config, max_steps=200)) == (1, 200, 200)
+    lrs = [learning_rate(s, 1000, config) for s in range(1000)]
+    assert lrs[0] < lrs[config.warmup_steps - 1] == pytest.approx(config.lr)
+    assert lrs[-1] == pytest.approx(config.lr * config.final_lr_ratio)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[config.warmup_steps:]))

@@ -27,7 +27,7 @@ from app.scoring import load_model
 from training.baselines import lightgbm_lambdarank, lightgbm_scores, recall_order
 from training.dataset import LabelConfig, Lists, LogData, load_logs, to_lists, truth_grid
 from training.export import write_model
-from training.fit import FitConfig, evaluate, fit, predict
+from training.fit import FitConfig, evaluate, fit, planned_steps, predict
 from training.propensity import estimate_propensity
 from training.ranker_torch import RankerMLP, standardise_scores
 from training.report import write_report
@@ -131,7 +131,7 @@ def train_ltr(config: LtrConfig, say=print, progress_factory=NoProgress) -> dict
     models: dict[str, RankerMLP] = {}
     for name, (overrides, labels) in MLP_VARIANTS.items():
         cfg = replace(config.fit, **overrides)
-        bar = progress_factory(cfg.epochs, name)
+        bar = progress_factory(planned_steps(len(train), cfg)[1], name)
         t0 = time.perf_counter()
         model, history = fit(train, cfg, labels=train_truth if labels == "truth" else None,
                              propensity=propensity.table, valid=valid,
