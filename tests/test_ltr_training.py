@@ -376,3 +376,19 @@ def test_training_length_and_schedule_are_in_steps():
     assert lrs[0] < lrs[config.warmup_steps - 1] == pytest.approx(config.lr)
     assert lrs[-1] == pytest.approx(config.lr * config.final_lr_ratio)
     assert all(a >= b for a, b in itertools.pairwise(lrs[config.warmup_steps:]))
+
+
+@pytest.mark.parametrize("width", [1, 5, 40])
+def test_lightgbm_baseline_takes_any_feature_width(tmp_path, width):
+    from training.baselines import feature_names, lightgbm_lambdarank, lightgbm_scores
+    from training.fit import evaluate
+
+    train = _letor_lists(tmp_path, "train", 40, +1.0, width=width)
+    test = _letor_lists(tmp_path, "test", 20, +1.0, width=width, seed=1)
+    model = lightgbm_lambdarank(train, train.labels, rounds=20)
+    assert model.booster_.feature_name() == feature_names(width) == [
+        f"f{i}" for i in range(1, width + 1)]
+    scores = lightgbm_scores(model, test)
+    assert scores.shape == test.labels.shape and np.isfinite(scores[test.mask]).all()
+    noise = evaluate(np.random.default_rng(2).random(test.labels.shape), test.labels, test)
+    assert evaluate(scores, test.labels, test)["ndcg@10"] > noise["ndcg@10"] + 0.1
