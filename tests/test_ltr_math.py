@@ -11,7 +11,7 @@ from sklearn.datasets import load_svmlight_file
 from sklearn.metrics import label_ranking_average_precision_score, ndcg_score
 
 from training.letor import read_letor
-from training.losses import approx_ndcg_loss, listnet_loss
+from training.losses import PAIR_ELEMENTS, approx_ndcg_loss, listnet_loss, pair_block_rows
 from training.metrics import mean_by_query, ndcg_at_k, reciprocal_rank
 
 LOSSES = [approx_ndcg_loss, listnet_loss]
@@ -66,6 +66,47 @@ def test_padding_does_not_change_loss_or_gradient(loss):
     assert got.item() == pytest.approx(expected.item(), abs=1e-12)
     assert torch.allclose(padded.grad[:, :6], base.grad, atol=1e-12)
     assert torch.all(padded.grad[:, 6:] == 0)
+
+
+@pytest.mark.parametrize("budget", [1, 42, 63, 147])  # rows per block: 1, 2, 3, all 7
+def test_blocked_approx_ndcg_equals_all_pairs(budget):
+    scores, labels, mask = random_batch(2, b=3, n=7)
+    mask[2, 4:] = False
+    weights = torch.rand(3, 7, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    results = []
+    for limit in (None, budget):
+        s = scores.clone().requires_grad_(True)
+        value = approx_ndcg_loss(s, labels, mask, 0.5, weights, max_pair_elements=limit)
+        value.backward()
+        results.append((value.item(), s.grad))
+    (full, full_grad), (blocked, blocked_grad) = results
+    assert blocked == pytest.approx(full, abs=1e-12)
+    assert torch.allclose(blocked_grad, full_grad, atol=1e-12)
+
+
+def test_approx_ndcg_memory_is_bounded_on_long_lists(monkeypatch):
+    """A 4,000-item list: no pairwise tensor above the budget, forward or backward."""
+    b, n, budget = 2, 4000, 1 << 18  # all pairs would be 32 M elements
+    assert pair_block_rows(b, n, budget) == 32 and pair_block_rows(b, n, None) == n
+    assert pair_block_rows(64, 20, PAIR_ELEMENTS) == 20  # service-sized pages: one block
+    sizes = []
+    sigmoid = torch.sigmoid
+
+    def spy(x):
+        sizes.append(x.numel())
+        return sigmoid(x)
+
+    monkeypatch.setattr(torch, "sigmoid", spy)
+    g = torch.Generator().manual_seed(4)
+    scores = torch.randn(b, n, generator=g, dtype=torch.float32, requires_grad=True)
+    labels = torch.randint(0, 3, (b, n), generator=g).float()
+    loss = approx_ndcg_loss(scores, labels, torch.ones(b, n, dtype=torch.bool),
+                            max_pair_elements=budget)
+    forward_calls = len(sizes)
+    loss.backward()
+    assert forward_calls == math.ceil(n / 32) and len(sizes) == 2 * forward_calls  # recomputed
+    assert max(sizes) <= budget
+    assert torch.isfinite(scores.grad).all() and scores.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("loss", LOSSES)

@@ -22,12 +22,26 @@ IPS weighting: ``gain_weights`` [B, N] multiplies each item's gain (ApproxNDCG) 
 this debiases labels from logged clicks; ``None`` means all ones. The normaliser (ideal
 DCG, label mass) is computed from the *unweighted* labels: a weighted normaliser would
 cancel the weight of every list with a single engaged item, and IPS would do nothing.
+
+Memory of ApproxNDCG: the smooth ranks need every pair (i, j) of a list, a [B, N, N]
+tensor, which grows with the square of the list length N (a batch of 64 lists of 1,000
+items is 64 M elements, 256 MB of float32 per temporary, several temporaries and as many
+again kept for backward). It is computed in blocks of item rows, [B, c, N] with
+``B * c * N <= max_pair_elements`` (default :data:`PAIR_ELEMENTS`, 2^22 = 4 M elements,
+16 MB of float32 per temporary), each block under activation checkpointing so backward
+recomputes it instead of keeping it: peak extra memory is a few blocks, whatever N.
+The limit: a block is at least one row, so with ``B * N > max_pair_elements`` a block
+holds ``B * N`` elements. Lists that fit in one block are computed in one go, as before;
+the blocked result is the same up to float rounding in the gradient's summation order.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+PAIR_ELEMENTS = 1 << 22  # most elements of one [B, c, N] pairwise block in ApproxNDCG
 
 
 def _masked_inputs(
@@ -58,8 +72,13 @@ def approx_ndcg_loss(
     mask: Tensor,
     temperature: float = 1.0,
     gain_weights: Tensor | None = None,
+    max_pair_elements: int | None = PAIR_ELEMENTS,
 ) -> Tensor:
-    """Minus the mean ApproxNDCG over lists with a positive ideal DCG."""
+    """Minus the mean ApproxNDCG over lists with a positive ideal DCG.
+
+    ``max_pair_elements`` bounds the pairwise block (see the module notes); ``None``
+    computes all pairs at once.
+    """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     mask = mask.bool()
@@ -72,16 +91,51 @@ def approx_ndcg_loss(
     discounts = 1.0 / torch.log2(1.0 + positions)
     ideal = (raw_gains.sort(dim=-1, descending=True).values * discounts).sum(dim=-1)
 
-    # pair[b, i, j] = sigmoid((s_j - s_i) / T), counted only for real j != i.
-    pair = torch.sigmoid((safe_scores.unsqueeze(-2) - safe_scores.unsqueeze(-1)) / temperature)
-    eye = torch.eye(n, dtype=torch.bool, device=scores.device)
-    others = mask.unsqueeze(-2) & ~eye
-    approx_rank = 1.0 + torch.where(others, pair, torch.zeros_like(pair)).sum(dim=-1)
+    approx_rank = _smooth_ranks(safe_scores, mask, temperature, max_pair_elements)
     dcg = (gains / torch.log2(1.0 + approx_rank)).sum(dim=-1)
 
     keep = ideal > 0
     ndcg = dcg / torch.where(keep, ideal, torch.ones_like(ideal))
     return -_mean_over(ndcg, keep, safe_scores)
+
+
+def pair_block_rows(batch: int, n: int, max_pair_elements: int | None) -> int:
+    """Item rows per pairwise block: ``batch * rows * n <= max_pair_elements``, at least 1."""
+    if max_pair_elements is None:
+        return max(n, 1)
+    return max(1, min(n, max_pair_elements // max(batch * n, 1)))
+
+
+def _rank_block(safe_scores: Tensor, mask: Tensor, start: int, stop: int,
+                temperature: float) -> Tensor:
+    """Smooth ranks of items start..stop-1: 1 + sum over real j != i of
+    sigmoid((s_j - s_i) / T); a [B, stop - start] tensor."""
+    n = safe_scores.shape[-1]
+    rows = safe_scores[..., start:stop]
+    # pair[b, i, j] = sigmoid((s_j - s_i) / T), counted only for real j != i.
+    pair = torch.sigmoid((safe_scores.unsqueeze(-2) - rows.unsqueeze(-1)) / temperature)
+    device = safe_scores.device
+    not_self = (torch.arange(start, stop, device=device).unsqueeze(-1)
+                != torch.arange(n, device=device))
+    others = mask.unsqueeze(-2) & not_self
+    return 1.0 + torch.where(others, pair, torch.zeros_like(pair)).sum(dim=-1)
+
+
+def _smooth_ranks(safe_scores: Tensor, mask: Tensor, temperature: float,
+                  max_pair_elements: int | None) -> Tensor:
+    n = safe_scores.shape[-1]
+    step = pair_block_rows(int(safe_scores[..., :1].numel()), n, max_pair_elements)
+    if step >= n:
+        return _rank_block(safe_scores, mask, 0, n, temperature)
+    blocks = []
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        if safe_scores.requires_grad:
+            blocks.append(checkpoint(_rank_block, safe_scores, mask, start, stop, temperature,
+                                     use_reentrant=False))
+        else:
+            blocks.append(_rank_block(safe_scores, mask, start, stop, temperature))
+    return torch.cat(blocks, dim=-1)
 
 
 def listnet_loss(
