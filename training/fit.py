@@ -28,12 +28,14 @@ class FitConfig:
 
     What each default was chosen on (never on a test split):
 
-    - ``epochs`` 12, ``batch_lists`` 64, ``lr`` 2e-3, ``embed_dim``, ``hidden``,
-      ``temperature``: unchanged from the simulator pipeline, where they were set on the
-      simulator's *valid* split (engagement labels); 1.0 is allRank's ApproxNDCG default.
+    - ``epochs`` 12, ``batch_lists`` 64, ``lr`` 2e-3, ``weight_decay``, ``embed_dim``,
+      ``hidden``: kept from the first simulator pipeline (commit bf9db85), which records
+      no tuning for them: common MLP/Adam values, not fitted to any data set or split.
+      ``temperature`` 1.0 is allRank's ApproxNDCG default.
     - ``min_steps`` 1000: a floor so a small data set (tens of queries, one or two batches
-      an epoch) still gets as many Adam steps as a simulator run of a few thousand lists
-      (12 epochs x ~80 batches). A round number from that count, not a tuned value.
+      an epoch) still gets about as many Adam steps as a simulator run of a few thousand
+      lists (12 epochs x ~80 batches). A round number from that count, not tuned on any
+      data set yet (issue 17 asks for that check across data sets).
     - ``patience_steps`` 300 and ``warmup_steps`` 50: conventional proportions of
       ``min_steps`` (early stopping after ~30 % of the floor without a validation gain;
       ~5 % warm-up), not tuned.
