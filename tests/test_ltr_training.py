@@ -356,11 +356,15 @@ def test_early_stopping_restores_the_best_validation_epoch(tmp_path):
     assert best == [scores.index(max(scores))]
     assert evaluate(predict(model, valid), valid.labels, valid)["ndcg@10"] == max(scores)
 
-    # With patience: stops once 9 steps pass without a gain over the best epoch.
-    stopped, short = fit(train, replace(config, patience_steps=9), valid=valid)
+    # With patience: stops once 9 steps pass without a gain over the best epoch ...
+    patient = replace(config, epochs=14, min_steps=6, patience_steps=9)  # 42 steps planned
+    stopped, short = fit(train, patient, valid=valid)
     best_step = next(h["step"] for h in short if h.get("best"))
     assert short[-1]["step"] - best_step >= 9 > short[-2]["step"] - best_step
     assert short[-1]["step"] < 40
+    # ... but never before min_steps.
+    _, minimum = fit(train, replace(patient, min_steps=30), valid=valid)
+    assert minimum[-1]["step"] == 30 and minimum[-2]["step"] - best_step >= 9
     assert evaluate(predict(stopped, valid), valid.labels, valid)["ndcg@10"] == max(
         h["valid_ndcg@10"] for h in short)
 

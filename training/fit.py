@@ -57,7 +57,7 @@ class FitConfig:
     seed: int = 0
     min_steps: int = 1000  # training runs at least this many optimiser steps
     max_steps: int | None = None  # hard upper bound on optimiser steps (None: no bound)
-    patience_steps: int | None = 300  # early stop after this many steps without a valid gain
+    patience_steps: int | None = 300  # stop after this many steps without a valid gain
     warmup_steps: int = 50  # linear learning-rate warm-up
     final_lr_ratio: float = 0.1  # cosine decay from lr to lr * final_lr_ratio at the last step
     few_steps_per_epoch: int = 10  # warn (FewStepsWarning) when an epoch has fewer steps
@@ -136,7 +136,9 @@ def fit(train: Lists, config: FitConfig, labels: np.ndarray | None = None,
 
     Runs :func:`planned_steps` optimiser steps on the :func:`learning_rate` schedule. With
     ``valid``, nDCG@10 on ``valid.labels`` is measured after every epoch; training stops
-    early once ``patience_steps`` steps pass without a gain, and the returned model has
+    early once ``patience_steps`` steps pass without a gain (but not before ``min_steps``
+    steps, which a small, noisy validation split would otherwise cut short), and the
+    returned model has
     the weights of the best validation epoch (marked ``"best": True`` in the history),
     not the last. Without ``valid`` the last weights are kept. A :class:`FewStepsWarning`
     is issued when an epoch has fewer than ``few_steps_per_epoch`` steps.
@@ -204,8 +206,9 @@ def fit(train: Lists, config: FitConfig, labels: np.ndarray | None = None,
             if ndcg > best_ndcg:
                 best_ndcg, best_step, best_index = ndcg, step, len(history)
                 best_state = copy.deepcopy(model.state_dict())
-            elif config.patience_steps is not None and step - best_step >= config.patience_steps:
-                stop = True
+            elif (config.patience_steps is not None and step >= config.min_steps
+                  and step - best_step >= config.patience_steps):
+                stop = True  # never before min_steps: the minimum is a minimum
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
