@@ -355,6 +355,10 @@ def test_early_stopping_restores_the_best_validation_epoch(tmp_path):
     best = [i for i, h in enumerate(history) if h.get("best")]
     assert best == [scores.index(max(scores))]
     assert evaluate(predict(model, valid), valid.labels, valid)["ndcg@10"] == max(scores)
+    # where validation cannot choose (the simulator's click labels) the last epoch stays
+    last, kept = fit(train, replace(config, select_best=False), valid=valid)
+    assert not any(h.get("best") for h in kept) and len(kept) == 14
+    assert evaluate(predict(last, valid), valid.labels, valid)["ndcg@10"] == scores[-1]
 
     # With patience: stops once 9 steps pass without a gain over the best epoch ...
     patient = replace(config, epochs=14, min_steps=6, patience_steps=9)  # 42 steps planned

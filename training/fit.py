@@ -57,6 +57,9 @@ class FitConfig:
     seed: int = 0
     min_steps: int = 1000  # training runs at least this many optimiser steps
     max_steps: int | None = None  # hard upper bound on optimiser steps (None: no bound)
+    # keep the best validation epoch and stop early; off where the validation labels
+    # cannot choose (position-biased clicks: BENCHMARKS, "Click-label validation misleads")
+    select_best: bool = True
     patience_steps: int | None = 300  # stop after this many steps without a valid gain
     warmup_steps: int = 50  # linear learning-rate warm-up
     final_lr_ratio: float = 0.1  # cosine decay from lr to lr * final_lr_ratio at the last step
@@ -138,9 +141,9 @@ def fit(train: Lists, config: FitConfig, labels: np.ndarray | None = None,
     ``valid``, nDCG@10 on ``valid.labels`` is measured after every epoch; training stops
     early once ``patience_steps`` steps pass without a gain (but not before ``min_steps``
     steps, which a small, noisy validation split would otherwise cut short), and the
-    returned model has
-    the weights of the best validation epoch (marked ``"best": True`` in the history),
-    not the last. Without ``valid`` the last weights are kept. A :class:`FewStepsWarning`
+    returned model has the weights of the best validation epoch (marked ``"best": True``
+    in the history), not the last. Without ``valid``, or with ``select_best`` off (the
+    validation curve is then only reported), the last weights are kept. A :class:`FewStepsWarning`
     is issued when an epoch has fewer than ``few_steps_per_epoch`` steps.
 
     Returns the model and a history row per epoch (loss, optimiser steps so far, learning
@@ -203,11 +206,11 @@ def fit(train: Lists, config: FitConfig, labels: np.ndarray | None = None,
         if valid is not None and len(valid):
             ndcg = evaluate(predict(model, valid), valid.labels, valid)["ndcg@10"]
             row["valid_ndcg@10"] = ndcg
-            if ndcg > best_ndcg:
+            if config.select_best and ndcg > best_ndcg:
                 best_ndcg, best_step, best_index = ndcg, step, len(history)
                 best_state = copy.deepcopy(model.state_dict())
-            elif (config.patience_steps is not None and step >= config.min_steps
-                  and step - best_step >= config.patience_steps):
+            elif (config.select_best and config.patience_steps is not None
+                  and step >= config.min_steps and step - best_step >= config.patience_steps):
                 stop = True  # never before min_steps: the minimum is a minimum
         history.append(row)
         if on_epoch is not None:

@@ -52,7 +52,9 @@ class LtrConfig:
     version: str = ""  # default: a UTC timestamp
     sim: SimConfig = field(default_factory=SimConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
-    fit: FitConfig = field(default_factory=FitConfig)
+    # Validation here has click labels, which rank debiased (IPS) and true-label models
+    # wrongly: it is reported as a curve, never used to pick an epoch.
+    fit: FitConfig = field(default_factory=lambda: FitConfig(select_best=False))
     export: str = "mlp_approx_ndcg_ips"
     threads: int = 2
 
