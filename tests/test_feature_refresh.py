@@ -232,26 +232,31 @@ def cluster_url(tmp_path_factory):
         devstack.stop(pid)
 
 
-async def test_publish_and_read_on_a_redis_cluster(cluster_url, config):
-    """Item keys spread over the cluster's nodes; write, verify, read and expiry all work."""
+@pytest.fixture
+async def on_cluster(cluster_url, config):
+    """A Redis Cluster client and 60 items whose events are in ``config.events``."""
     items = {f"item-{i}": (20 + i, i % 5) for i in range(60)}
     write_events(config.events, items)
     redis = connect_redis(cluster_url, cluster=True)
-    try:
-        await refresh(redis, config, version="v1")
-        nodes = {redis.get_node_from_key(item_key(config.prefix, "v1", i)).name for i in items}
-        assert len(nodes) == 3
-        store = FeatureStore(redis, config.prefix, pointer_ttl_s=0.0)
-        batch = await store.fetch([*items, "unknown"])
-        want = [(c + PRIOR_STRENGTH * 0.02) / (n + PRIOR_STRENGTH) for n, c in items.values()]
-        assert batch.values["ctr"][:-1].tolist() == pytest.approx(want, rel=1e-6)
-        assert batch.missing.tolist() == [False] * len(items) + [True]
+    yield redis, items
+    await redis.aclose()
 
-        summary = await refresh(redis, config, version="v2")
-        assert summary["previous_keys_expiring"] == len(items) + 1  # items and meta, all nodes
-        assert 0 < await redis.ttl(item_key(config.prefix, "v1", "item-7")) <= 600
-    finally:
-        await redis.aclose()
+
+async def test_publish_and_read_on_a_redis_cluster(on_cluster, config):
+    """Item keys spread over the cluster's nodes; write, verify, read and expiry all work."""
+    redis, items = on_cluster
+    await refresh(redis, config, version="v1")
+    nodes = {redis.get_node_from_key(item_key(config.prefix, "v1", i)).name for i in items}
+    assert len(nodes) == 3
+    store = FeatureStore(redis, config.prefix, pointer_ttl_s=0.0)
+    batch = await store.fetch([*items, "unknown"])
+    want = [(c + PRIOR_STRENGTH * 0.02) / (n + PRIOR_STRENGTH) for n, c in items.values()]
+    assert batch.values["ctr"][:-1].tolist() == pytest.approx(want, rel=1e-6)
+    assert batch.missing.tolist() == [False] * len(items) + [True]
+
+    summary = await refresh(redis, config, version="v2")
+    assert summary["previous_keys_expiring"] == len(items) + 1  # items and meta, all nodes
+    assert 0 < await redis.ttl(item_key(config.prefix, "v1", "item-7")) <= 600
 
 
 async def test_a_killed_run_frees_the_lock_within_its_ttl(redis, config, cli_env, big_events):
@@ -352,24 +357,19 @@ async def test_republish_without_a_snapshot_fails_and_changes_nothing(redis, con
     assert (config.snapshot_dir / POINTER).read_text().strip() == "v1"
 
 
-async def test_republish_on_a_redis_cluster(cluster_url, config):
-    items = {f"item-{i}": (20 + i, i % 5) for i in range(60)}
-    write_events(config.events, items)
-    redis = connect_redis(cluster_url, cluster=True)
-    try:
-        await refresh(redis, config, version="v1")
-        store = FeatureStore(redis, config.prefix, pointer_ttl_s=0.0)
-        before = await store.fetch(list(items))
-        await drop_prefix(redis, config.prefix)
-        assert (await store.fetch(list(items))).degraded == "no_feature_version"
+async def test_republish_on_a_redis_cluster(on_cluster, config):
+    redis, items = on_cluster
+    await refresh(redis, config, version="v1")
+    store = FeatureStore(redis, config.prefix, pointer_ttl_s=0.0)
+    before = await store.fetch(list(items))
+    await drop_prefix(redis, config.prefix)
+    assert (await store.fetch(list(items))).degraded == "no_feature_version"
 
-        summary = await republish(redis, config)
-        assert summary["version"] == "v1" and summary["items"] == len(items)
-        after = await store.fetch(list(items))
-        assert after.degraded is None and not after.missing.any()
-        assert after.values["ctr"].tolist() == before.values["ctr"].tolist()
-    finally:
-        await redis.aclose()
+    summary = await republish(redis, config)
+    assert summary["version"] == "v1" and summary["items"] == len(items)
+    after = await store.fetch(list(items))
+    assert after.degraded is None and not after.missing.any()
+    assert after.values["ctr"].tolist() == before.values["ctr"].tolist()
 
 
 async def test_the_dev_redis_keeps_its_versions_over_a_restart(tmp_path, config):

@@ -52,9 +52,7 @@ class LtrConfig:
     version: str = ""  # default: a UTC timestamp
     sim: SimConfig = field(default_factory=SimConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
-    # Validation here has click labels, which rank debiased (IPS) and true-label models
-    # wrongly: it is reported as a curve, never used to pick an epoch.
-    fit: FitConfig = field(default_factory=lambda: FitConfig(select_best=False))
+    fit: FitConfig = field(default_factory=FitConfig)
     export: str = "mlp_approx_ndcg_ips"
     threads: int = 2
 
@@ -132,7 +130,9 @@ def train_ltr(config: LtrConfig, say=print, progress_factory=NoProgress) -> dict
     histories: dict[str, list[dict]] = {}
     models: dict[str, RankerMLP] = {}
     for name, (overrides, labels) in MLP_VARIANTS.items():
-        cfg = replace(config.fit, **overrides)
+        # Validation here has click labels, which rank debiased (IPS) and true-label
+        # models wrongly: it is reported as a curve, never used to pick an epoch.
+        cfg = replace(config.fit, select_best=False, **overrides)
         bar = progress_factory(planned_steps(len(train), cfg)[1], name)
         t0 = time.perf_counter()
         model, history = fit(train, cfg, labels=train_truth if labels == "truth" else None,
