@@ -6,7 +6,7 @@ types differ (see :func:`connect`). Everything above this module sees plain dict
 two exceptions: :class:`EngineUnavailable` (connection, timeout, 5xx) and
 :class:`EngineRequestError` (the engine refused the request, 4xx). A typed
 :class:`app.recall.RecallQuery` becomes the engines' request body in
-:func:`to_engine_json`.
+:func:`app.recall.to_engine_json`.
 """
 
 from __future__ import annotations
@@ -17,60 +17,7 @@ from typing import Any
 import orjson
 
 from app.interfaces import BulkResult, EngineRequestError, EngineUnavailable
-from app.recall import BestMatch, Clause, Range, RecallQuery, Term, Terms
-
-
-def _clause_json(clause: Clause) -> dict:
-    match clause:
-        case Term(field, value):
-            return {"term": {field: value}}
-        case Terms(field, values):
-            return {"terms": {field: list(values)}}
-        case Range(field, bounds):
-            return {"range": {field: dict(bounds)}}
-
-
-def to_engine_json(query: RecallQuery) -> dict:
-    """The Elasticsearch / OpenSearch search body of ``query``: a ``multi_match`` of the
-    tokens and ``bool`` filters, in a ``function_score`` with the ``gauss`` decay
-    (best_match) or sorted by creation time (newest)."""
-    match = {
-        "bool": {
-            "must": [
-                {
-                    "multi_match": {
-                        "query": " ".join(query.tokens),
-                        "fields": [name if boost == 1 else f"{name}^{boost:g}"
-                                   for name, boost in query.fields],
-                        "type": "best_fields",
-                        "tie_breaker": query.tie_breaker,
-                    }
-                }
-            ],
-            "filter": [_clause_json(c) for c in query.filters],
-        }
-    }
-    flow, source = query.flow, list(query.source)
-    if isinstance(flow, BestMatch):
-        decay = flow.recency
-        gauss = {"origin": str(decay.origin_ms), "scale": decay.scale,
-                 "offset": decay.offset, "decay": decay.decay}
-        return {
-            "size": flow.k,
-            "track_total_hits": False,
-            "_source": source,
-            "query": {
-                "function_score": {
-                    "query": match,
-                    "functions": [{"gauss": {"created_at": gauss}}],
-                    "score_mode": "multiply",
-                    "boost_mode": "multiply",
-                }
-            },
-        }
-    return {"size": flow.size, "from": flow.offset, "track_total_hits": False,
-            "_source": source, "query": match,
-            "sort": [{"created_at": "desc"}, {"id": "asc"}]}
+from app.recall import RecallQuery, to_engine_json
 
 
 def _body(resp: Any) -> Any:

@@ -1,8 +1,9 @@
 """The recall query: BM25 over the tokenised fields x a Gaussian recency decay.
 
 :func:`best_match_query` and :func:`newest_query` build a typed :class:`RecallQuery`;
-each engine adapter translates it into its own query (:func:`app.engines.to_engine_json`,
-:meth:`app.embedded_engine.EmbeddedEngine.search`). The user's text only ever reaches an
+the request body both Elasticsearch and OpenSearch take is :func:`to_engine_json`, and
+the embedded engine builds tantivy queries from it
+(:meth:`app.embedded_engine.EmbeddedEngine.search`). The user's text only ever reaches an
 engine as tokens (split by our tokeniser) to match, never as query syntax, so it cannot
 inject operators.
 
@@ -176,6 +177,59 @@ def newest_query(
 
 
 # --- the decay, for engines that cannot run it themselves -----------------------------
+
+def _clause_json(clause: Clause) -> dict:
+    match clause:
+        case Term(field, value):
+            return {"term": {field: value}}
+        case Terms(field, values):
+            return {"terms": {field: list(values)}}
+        case Range(field, bounds):
+            return {"range": {field: dict(bounds)}}
+
+
+def to_engine_json(query: RecallQuery) -> dict:
+    """The Elasticsearch / OpenSearch search body of ``query``: a ``multi_match`` of the
+    tokens and ``bool`` filters, in a ``function_score`` with the ``gauss`` decay
+    (best_match) or sorted by creation time (newest)."""
+    match = {
+        "bool": {
+            "must": [
+                {
+                    "multi_match": {
+                        "query": " ".join(query.tokens),
+                        "fields": [name if boost == 1 else f"{name}^{boost:g}"
+                                   for name, boost in query.fields],
+                        "type": "best_fields",
+                        "tie_breaker": query.tie_breaker,
+                    }
+                }
+            ],
+            "filter": [_clause_json(c) for c in query.filters],
+        }
+    }
+    flow, source = query.flow, list(query.source)
+    if isinstance(flow, BestMatch):
+        decay = flow.recency
+        gauss = {"origin": str(decay.origin_ms), "scale": decay.scale,
+                 "offset": decay.offset, "decay": decay.decay}
+        return {
+            "size": flow.k,
+            "track_total_hits": False,
+            "_source": source,
+            "query": {
+                "function_score": {
+                    "query": match,
+                    "functions": [{"gauss": {"created_at": gauss}}],
+                    "score_mode": "multiply",
+                    "boost_mode": "multiply",
+                }
+            },
+        }
+    return {"size": flow.size, "from": flow.offset, "track_total_hits": False,
+            "_source": source, "query": match,
+            "sort": [{"created_at": "desc"}, {"id": "asc"}]}
+
 
 def duration_ms(text: str) -> float:
     """An engine duration such as ``14d`` or ``12h`` in milliseconds."""

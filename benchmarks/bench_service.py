@@ -28,8 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from app.engines import to_engine_json  # noqa: E402
-from app.recall import RecallParams, best_match_query  # noqa: E402
+from app.recall import RecallParams, best_match_query, to_engine_json  # noqa: E402
 from app.schemas import Filters  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.tokenizer import tokenize_query  # noqa: E402

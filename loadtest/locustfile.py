@@ -25,9 +25,8 @@ from locust import FastHttpUser, between, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.engines import to_engine_json  # noqa: E402
 from app.listings import CONDITIONS  # noqa: E402
-from app.recall import RecallParams, best_match_query  # noqa: E402
+from app.recall import RecallParams, best_match_query, to_engine_json  # noqa: E402
 from app.schemas import Filters  # noqa: E402
 from app.tokenizer import tokenize_query  # noqa: E402
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from app import feature_spec, tokenizer
-from app.engines import to_engine_json
 from app.feature_spec import DENSE_NAMES, dense_matrix, spec_hash
 from app.listings import Listing
 from app.recall import (
@@ -21,6 +20,7 @@ from app.recall import (
     best_match_query,
     filter_clauses,
     newest_query,
+    to_engine_json,
 )
 from app.schemas import Filters
 from app.scoring import ModelError, load_model, resolve_version
