@@ -125,7 +125,14 @@ def search_request_model(max_page_size: int, candidates: int,
 
 # --- the GET form of a search: the same model, filters flattened into the query string ---
 
-LIST_PARAMETERS = ("brands", "conditions")
+def _is_list(prop: dict[str, Any]) -> bool:
+    return prop.get("type") == "array" or any(o.get("type") == "array"
+                                              for o in prop.get("anyOf", ()))
+
+
+# the filters that may repeat in the query string: those whose type is a list
+LIST_PARAMETERS = frozenset(name for name, prop in Filters.model_json_schema()["properties"].items()
+                            if _is_list(prop))
 
 
 def search_request_from_query(params: ImmutableMultiDict[str, str]) -> dict[str, Any]:
