@@ -109,13 +109,15 @@ def test_exported_model_matches_torch(tiny_run):
     """Parity on freshly built lists, through the service's own model loader."""
     import torch
 
-    from training.ranker_torch import RankerMLP, standardisation
+    from training.normalise import Normaliser
+    from training.ranker_torch import RankerMLP
 
     root = tiny_run["root"]
     data = load_logs(root / "sim" / "events.parquet", root / "sim" / "listings.jsonl")
     lists = to_lists(data.impressions.head(2000), 20)
     torch.manual_seed(0)
-    model = RankerMLP(*standardisation(lists.dense, lists.mask), embed_dim=8, hidden=(16,))
+    # "auto" picks a signed log1p for some columns: the graph's transform is checked too
+    model = RankerMLP(Normaliser.fit(lists.dense[lists.mask]), embed_dim=8, hidden=(16,))
     from training.export import write_model
 
     model_dir = write_model(root / "models", "parity", "1", model.to_weights(), training={})
@@ -274,10 +276,11 @@ def test_the_ranker_trains_on_a_letor_file(tmp_path):
 def test_standardised_scores_keep_the_order():
     import torch
 
+    from training.normalise import Normaliser
     from training.ranker_torch import RankerMLP, standardise_scores
 
     torch.manual_seed(1)
-    model = RankerMLP(np.zeros(12), np.ones(12), embed_dim=8, hidden=(16,))
+    model = RankerMLP(Normaliser.identity(12), embed_dim=8, hidden=(16,))
     dense, q, t = torch.randn(6, 9, 12) * 50, torch.randint(1, 99, (6, 3)), torch.randint(
         0, 99, (6, 9, 4))
     mask = np.ones((6, 9), bool)
@@ -354,7 +357,7 @@ def test_early_stopping_restores_the_best_validation_epoch(tmp_path):
         model, history = fit(train, config, valid=valid)
     scores = [h["valid_ndcg@10"] for h in history]
     assert history[-1]["step"] == 40 and len(history) == 14  # 3 steps an epoch, 40 steps
-    assert scores[-1] < max(scores) - 0.05  # the last epoch is clearly not the best
+    assert scores[-1] < max(scores) - 0.02  # the last epoch is clearly not the best
     best = [i for i, h in enumerate(history) if h.get("best")]
     assert best == [scores.index(max(scores))]
     assert evaluate(predict(model, valid), valid.labels, valid)["ndcg@10"] == max(scores)

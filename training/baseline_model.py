@@ -20,6 +20,7 @@ import numpy as np
 from app.feature_spec import DENSE_DIM, DENSE_NAMES
 from app.tokenizer import TOKEN_BUCKETS
 from training.export import write_model
+from training.normalise import Normaliser
 from training.ranker_graph import RankerWeights
 
 EMBED_DIM = 32
@@ -50,9 +51,8 @@ def baseline_weights(seed: int = 7) -> RankerWeights:
     w2 = np.zeros((HIDDEN[1], 1))
     w2[0, 0], w2[1, 0] = 1.0, -1.0
     return RankerWeights(
+        norm=Normaliser.identity(DENSE_DIM),
         embedding=embedding,
-        mu=np.zeros(DENSE_DIM),
-        sigma=np.ones(DENSE_DIM),
         layers=[(w0, np.zeros(HIDDEN[0])), (w1, np.zeros(HIDDEN[1])), (w2, np.zeros(1))],
     )
 

@@ -15,7 +15,8 @@ import torch
 from training.dataset import Lists
 from training.losses import approx_ndcg_loss, listnet_loss
 from training.metrics import mean_by_query, ndcg_at_k, reciprocal_rank
-from training.ranker_torch import RankerMLP, standardisation
+from training.normalise import Normaliser, Transform
+from training.ranker_torch import RankerMLP
 
 
 class FewStepsWarning(UserWarning):
@@ -42,6 +43,8 @@ class FitConfig:
     - ``final_lr_ratio`` 0.1: cosine decay to a tenth of ``lr``, a common default.
     - ``few_steps_per_epoch`` 10: below this an epoch is too coarse a unit to stop on,
       which is what the :class:`FewStepsWarning` says.
+    - ``transform`` "auto": the signed log1p where it lowers a column's skewness
+      (:mod:`training.normalise`), a rule with no threshold, so nothing to tune.
     """
 
     loss: str = "approx_ndcg"  # or "listnet"
@@ -64,6 +67,7 @@ class FitConfig:
     warmup_steps: int = 50  # linear learning-rate warm-up
     final_lr_ratio: float = 0.1  # cosine decay from lr to lr * final_lr_ratio at the last step
     few_steps_per_epoch: int = 10  # warn (FewStepsWarning) when an epoch has fewer steps
+    transform: Transform = "auto"  # per-column input transform (training.normalise)
 
     def describe(self) -> dict:
         return asdict(self)
@@ -166,8 +170,9 @@ def fit(train: Lists, config: FitConfig, labels: np.ndarray | None = None,
             f"(batch_lists={config.batch_lists}); running {epochs} epochs to reach "
             f"{total_steps} steps, with validation only once an epoch",
             FewStepsWarning, stacklevel=2)
-    mu, sigma = standardisation(train.dense, train.mask)
-    model = RankerMLP(mu, sigma, config.embed_dim, config.hidden)
+    norm = Normaliser.fit(train.dense[train.mask], config.transform)
+    tokens = bool(train.title_ids.any() or train.query_ids.any())  # else no embedding table
+    model = RankerMLP(norm, config.embed_dim, config.hidden, tokens=tokens)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     history: list[dict] = []

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from app.tokenizer import TOKEN_BUCKETS
+from training.normalise import Normaliser
 from training.ranker_graph import RankerWeights
 
 
@@ -25,23 +26,35 @@ def _mean_embedding(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
 
 
 class RankerMLP(nn.Module):
-    def __init__(self, mu: np.ndarray, sigma: np.ndarray, embed_dim: int = 32,
-                 hidden: tuple[int, ...] = (128, 64), buckets: int = TOKEN_BUCKETS):
+    """``tokens=False`` leaves out the embedding table: the model scores dense features only
+    (e.g. a LETOR file) and carries nothing it does not use."""
+
+    def __init__(self, norm: Normaliser, embed_dim: int = 32, hidden: tuple[int, ...] = (128, 64),
+                 buckets: int = TOKEN_BUCKETS, tokens: bool = True):
         super().__init__()
-        self.embedding = nn.Embedding(buckets, embed_dim, padding_idx=0)
-        nn.init.normal_(self.embedding.weight, std=0.1)
-        with torch.no_grad():
-            self.embedding.weight[0].zero_()
-        self.register_buffer("mu", torch.as_tensor(mu, dtype=torch.float32))
-        self.register_buffer("sigma", torch.as_tensor(sigma, dtype=torch.float32))
-        sizes = (len(mu) + 3 * embed_dim, *hidden, 1)
+        self.embedding = nn.Embedding(buckets, embed_dim, padding_idx=0) if tokens else None
+        if self.embedding is not None:
+            nn.init.normal_(self.embedding.weight, std=0.1)
+            with torch.no_grad():
+                self.embedding.weight[0].zero_()
+        self.register_buffer("log_columns", torch.as_tensor(norm.log, dtype=torch.bool))
+        self.register_buffer("mu", torch.as_tensor(norm.mu, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(norm.scale, dtype=torch.float32))
+        sizes = (len(norm.mu) + (3 * embed_dim if tokens else 0), *hidden, 1)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
 
-    def forward(self, dense: torch.Tensor, query_ids: torch.Tensor,
-                title_ids: torch.Tensor) -> torch.Tensor:
-        t = _mean_embedding(self.embedding, title_ids)  # [B, P, d]
-        q = _mean_embedding(self.embedding, query_ids).unsqueeze(1).expand_as(t)
-        x = torch.cat([(dense - self.mu) / self.sigma, q, t, q * t], dim=-1)
+    def normalise(self, dense: torch.Tensor) -> torch.Tensor:
+        """As the ONNX graph: sign(x) * log(1 + |x|) on the log columns, then (x - mu) * scale."""
+        slog = torch.sign(dense) * torch.log(1.0 + torch.abs(dense))
+        return (torch.where(self.log_columns, slog, dense) - self.mu) * self.scale
+
+    def forward(self, dense: torch.Tensor, query_ids: torch.Tensor | None = None,
+                title_ids: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.normalise(dense)
+        if self.embedding is not None:
+            t = _mean_embedding(self.embedding, title_ids)  # [B, P, d]
+            q = _mean_embedding(self.embedding, query_ids).unsqueeze(1).expand_as(t)
+            x = torch.cat([x, q, t, q * t], dim=-1)
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:
@@ -53,15 +66,10 @@ class RankerMLP(nn.Module):
             return t.detach().cpu().numpy().astype(np.float32)
 
         return RankerWeights(
-            embedding=np32(self.embedding.weight), mu=np32(self.mu), sigma=np32(self.sigma),
+            norm=Normaliser(self.log_columns.cpu().numpy(), np32(self.mu), np32(self.scale)),
+            embedding=None if self.embedding is None else np32(self.embedding.weight),
             layers=[(np32(layer.weight).T.copy(), np32(layer.bias)) for layer in self.layers],
         )
-
-
-def standardisation(dense: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std over real items (std floored so constants stay finite)."""
-    rows = dense[mask].astype(np.float64)
-    return rows.mean(axis=0), np.maximum(rows.std(axis=0), 1e-3)
 
 
 def standardise_scores(model: RankerMLP, scores: np.ndarray, mask: np.ndarray) -> dict:

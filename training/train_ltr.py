@@ -70,6 +70,14 @@ def parity(model: RankerMLP, lists: Lists, model_dir: Path, n: int = 20) -> floa
     return worst
 
 
+def variant_config(fit: FitConfig, overrides: dict) -> FitConfig:
+    """A variant's training options on simulator logs. Validation there has click labels,
+    which rank debiased (IPS) and true-label models wrongly: it is reported as a curve,
+    never used to pick an epoch. The feature spec declares the service's transforms, so
+    inputs are only standardised."""
+    return replace(fit, select_best=False, transform="none", **overrides)
+
+
 def _lists(data: LogData, requests: pl.DataFrame, page_size: int) -> Lists:
     return to_lists(data.impressions.join(requests.select("request_id"), on="request_id"),
                     page_size)
@@ -130,9 +138,7 @@ def train_ltr(config: LtrConfig, say=print, progress_factory=NoProgress) -> dict
     histories: dict[str, list[dict]] = {}
     models: dict[str, RankerMLP] = {}
     for name, (overrides, labels) in MLP_VARIANTS.items():
-        # Validation here has click labels, which rank debiased (IPS) and true-label
-        # models wrongly: it is reported as a curve, never used to pick an epoch.
-        cfg = replace(config.fit, select_best=False, **overrides)
+        cfg = variant_config(config.fit, overrides)
         bar = progress_factory(planned_steps(len(train), cfg)[1], name)
         t0 = time.perf_counter()
         model, history = fit(train, cfg, labels=train_truth if labels == "truth" else None,
@@ -147,8 +153,8 @@ def train_ltr(config: LtrConfig, say=print, progress_factory=NoProgress) -> dict
 
     chosen = models[config.export]
     scaling = standardise_scores(chosen, predict(chosen, train), train.mask)
-    training_info = {"dataset": dataset, "fit": replace(
-        config.fit, **MLP_VARIANTS[config.export][0]).describe(),
+    training_info = {"dataset": dataset, "fit": variant_config(
+        config.fit, MLP_VARIANTS[config.export][0]).describe(),
         "simulation": sim_summary, "labels": asdict(config.labels),
         "variant": config.export, **scaling}
     model_dir = write_model(config.models_dir, MODEL_NAME, version, chosen.to_weights(),
