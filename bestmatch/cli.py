@@ -126,6 +126,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train_ltr(args: argparse.Namespace) -> int:
+    if args.letor:
+        return _train_letor(args)
     from training.fit import FitConfig
     from training.train_ltr import LtrConfig, train_ltr
 
@@ -138,6 +140,33 @@ def cmd_train_ltr(args: argparse.Namespace) -> int:
         summary = train_ltr(config, say=_say,
                             progress_factory=_progress)
     except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"model_dir": summary["model_dir"], "results": summary["results"]}, indent=2))
+    return 0
+
+
+def _train_letor(args: argparse.Namespace) -> int:
+    from training.fit import FitConfig
+    from training.train_letor import LetorConfig, train_letor
+
+    if not args.test:
+        print("error: --letor needs --test TEST (the file the models are evaluated on)",
+              file=sys.stderr)
+        return 2
+    missing = [p for p in (args.letor, args.valid, args.test) if p and not Path(p).is_file()]
+    if missing:
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    config = LetorConfig(
+        train=Path(args.letor), test=Path(args.test),
+        valid=Path(args.valid) if args.valid else None,
+        out_dir=Path(args.out), version=args.version, threads=args.threads,
+        fit=FitConfig(epochs=args.epochs, temperature=args.temperature, seed=args.seed,
+                      loss=args.loss))
+    try:
+        summary = train_letor(config, say=_say, progress_factory=_progress)
+    except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"model_dir": summary["model_dir"], "results": summary["results"]}, indent=2))
@@ -343,6 +372,8 @@ def publishing(version_help: str) -> tuple:
     )
 
 
+TRAIN_LTR_EPILOG = ("with --letor the simulator options are not used; exit codes: 0 trained; "
+                    "2 bad options or files (e.g. a missing --test)")
 PUBLISH_EXIT_CODES = ("exit codes: 0 published; 1 failed (the previous version is still "
                       "served); 2 bad options; 75 another run holds the lock (retry later)")
 GROUPS = {
@@ -366,17 +397,29 @@ COMMANDS: tuple[Command, ...] = (
         opt("--models-dir"), opt("--version", default="1"))),
     Command("simulate", "simulate a marketplace: catalog, event logs, truth", cmd_simulate,
             (opt("--out", default="var/sim"), *SIMULATION)),
-    Command("train ltr", "simulate (or reuse) logs, train, evaluate, export the ranker",
-            cmd_train_ltr, (
+    Command("train ltr", "simulate (or reuse) logs, train, evaluate, export the ranker; or "
+            "with --letor, the same on LETOR / SVMlight files", cmd_train_ltr, (
+                opt("--letor", metavar="TRAIN", default="",
+                    help="train on this LETOR file instead of simulator logs (needs --test)"),
+                opt("--valid", metavar="VALID", default="",
+                    help="with --letor: validation file (default: 20%% of the training "
+                         "queries, never the test file)"),
+                opt("--test", metavar="TEST", default="",
+                    help="with --letor: the file every model is evaluated on"),
+                opt("--loss", default="approx_ndcg", choices=["approx_ndcg", "listnet"],
+                    help="with --letor: the MLP's loss"),
                 opt("--sim-dir", default="var/sim", help="reused when it holds a simulation"),
-                opt("--out", default="var/ltr", help="report and results go to OUT/VERSION"),
+                opt("--out", default="var/ltr", help="report and results go to OUT/VERSION "
+                    "(with --letor also the model, in OUT/VERSION/model)"),
                 MODELS_DIR, VERSION,
-                opt("--epochs", type=int, default=12),
+                opt("--epochs", type=int, default=12, help="at least this many passes (and "
+                    "at least 1000 optimiser steps)"),
                 opt("--temperature", type=float, default=1.0, help="ApproxNDCG temperature"),
                 opt("--export", default="mlp_approx_ndcg_ips",
-                    choices=["mlp_approx_ndcg_ips", "mlp_approx_ndcg", "mlp_listnet"]),
+                    choices=["mlp_approx_ndcg_ips", "mlp_approx_ndcg", "mlp_listnet"],
+                    help="simulator path: the variant exported to MODELS_DIR/ltr/VERSION"),
                 opt("--threads", type=int, default=2, help="torch CPU threads"),
-                *SIMULATION)),
+                *SIMULATION), TRAIN_LTR_EPILOG),
     Command("train image-score", "degraded photos -> embeddings -> focal-loss head -> OPA/CA "
             "vs baselines -> ONNX", cmd_train_image_score, (
                 opt("--out", default="var/image-score", help="results go to OUT/VERSION"),

@@ -25,11 +25,17 @@ def publish_model(models_dir: Path, name: str, version: str, data: bytes | dict[
     """Write ONNX ``data`` (one model, or {file name: model} for a bundle) and ``manifest``
     (plus name, version, created_at and the files' sha256) to ``models_dir/name/version``,
     atomically; versions never change."""
+    return publish_dir(Path(models_dir) / name / version, data,
+                       {"name": name, "version": version, **manifest})
+
+
+def publish_dir(final: Path, data: bytes | dict[str, bytes], manifest: dict) -> Path:
+    """Write ONNX ``data`` and ``manifest`` (plus created_at and the files' sha256) to the
+    new directory ``final``, atomically: under a temporary name, then renamed."""
     files = data if isinstance(data, dict) else {MODEL_FILE: data}
-    final = Path(models_dir) / name / version
     if final.exists():
         raise FileExistsError(f"{final} exists; model versions are immutable")
-    tmp = final.with_name(f".{version}.tmp-{os.getpid()}")
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -37,9 +43,9 @@ def publish_model(models_dir: Path, name: str, version: str, data: bytes | dict[
             (tmp / file).write_bytes(content)
             onnx.checker.check_model(str(tmp / file))
         digests = {file: hashlib.sha256(content).hexdigest() for file, content in files.items()}
-        manifest = {"name": name, "version": version,
+        manifest = {**manifest,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    **manifest, "sha256": digests}
+                    "sha256": digests}
         if MODEL_FILE in digests:
             manifest["model_sha256"] = digests[MODEL_FILE]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

@@ -43,8 +43,8 @@ class FitConfig:
     - ``final_lr_ratio`` 0.1: cosine decay to a tenth of ``lr``, a common default.
     - ``few_steps_per_epoch`` 10: below this an epoch is too coarse a unit to stop on,
       which is what the :class:`FewStepsWarning` says.
-    - ``transform`` "auto": the signed log1p where it lowers a column's skewness
-      (:mod:`training.normalise`), a rule with no threshold, so nothing to tune.
+    - ``transform`` "auto": the signed log1p on highly skewed columns (|skewness| > 1, a
+      textbook convention) where it lowers the skew (:mod:`training.normalise`); not tuned.
     """
 
     loss: str = "approx_ndcg"  # or "listnet"
@@ -168,7 +168,7 @@ def fit(train: Lists, config: FitConfig, labels: np.ndarray | None = None,
         warnings.warn(
             f"{len(train)} training lists give only {per_epoch} optimiser step(s) an epoch "
             f"(batch_lists={config.batch_lists}); running {epochs} epochs to reach "
-            f"{total_steps} steps, with validation only once an epoch",
+            f"{total_steps} steps; validation runs once an epoch (every {per_epoch} step(s))",
             FewStepsWarning, stacklevel=2)
     norm = Normaliser.fit(train.dense[train.mask], config.transform)
     tokens = bool(train.title_ids.any() or train.query_ids.any())  # else no embedding table

@@ -25,6 +25,10 @@ class LetorData:
     features: np.ndarray  # float32 [n, d]
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
 
+    def take(self, rows: np.ndarray) -> LetorData:
+        """The rows ``rows`` (indices or a boolean mask); ``rejected`` stays with the file."""
+        return LetorData(self.labels[rows], self.qids[rows], self.features[rows], self.rejected)
+
     def groups(self) -> list[np.ndarray]:
         """Row indices of each query, queries in order of first appearance."""
         if self.qids.size == 0:

@@ -4,10 +4,11 @@ For column j: ``x' = slog1p(x) if log[j] else x``, then ``(x' - mu[j]) * scale[j
 ``slog1p(x) = sign(x) * log(1 + |x|)``. The model carries the three vectors and the ONNX
 graph applies them (:mod:`training.ranker_graph`), so serving and training agree.
 
-- ``transform="auto"`` (any LETOR-style columns): a column takes the signed log1p when that
-  lowers its absolute sample skewness. That is the whole rule: no threshold to tune; a
-  heavy tail (counts, lengths, raw BM25 sums) has large skew and loses most of it, while
-  a bounded or symmetric column keeps its values.
+- ``transform="auto"`` (any LETOR-style columns): a column takes the signed log1p when it
+  is highly skewed (|sample skewness| > 1, the usual convention since Bulmer, *Principles
+  of Statistics*, 1979; not tuned here) and the log lowers its |skewness|. A heavy tail
+  (counts, lengths, raw BM25 sums) has a large skew and loses most of it; a bounded or
+  roughly symmetric column keeps its values.
 - ``transform="none"``: standardisation only (the service's features, whose transforms the
   feature spec already declares).
 - A constant column (zero spread over the training rows) gets ``scale = 0``: whatever it
@@ -24,6 +25,7 @@ import numpy as np
 
 Transform = Literal["auto", "none"]
 MIN_STD = 1e-3
+HIGH_SKEW = 1.0
 
 
 def slog1p(x: np.ndarray) -> np.ndarray:
@@ -56,7 +58,8 @@ class Normaliser:
             raise ValueError(f"unknown transform {transform!r}; use 'auto' or 'none'")
         rows = np.asarray(rows, np.float64)
         if transform == "auto":
-            log = _abs_skew(slog1p(rows)) < _abs_skew(rows)
+            skew = _abs_skew(rows)
+            log = (skew > HIGH_SKEW) & (_abs_skew(slog1p(rows)) < skew)
         else:
             log = np.zeros(rows.shape[1], bool)
         shaped = np.where(log, slog1p(rows), rows)
@@ -72,5 +75,5 @@ class Normaliser:
     def describe(self) -> dict:
         return {"log_columns": [int(i) + 1 for i in np.flatnonzero(self.log)],
                 "constant_columns": [int(i) + 1 for i in np.flatnonzero(self.scale == 0)],
-                "rule": "signed log1p where it lowers |skewness|; standardised; "
-                        "constant columns zeroed"}
+                "rule": "signed log1p where |skewness| > 1 and the log lowers it; "
+                        "standardised; constant columns zeroed"}

@@ -10,32 +10,54 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _plot_curves(histories: dict[str, list[dict]], path: Path) -> None:
+def _plot_curves(histories: dict[str, list[dict]], path: Path, valid_labels: str) -> None:
     fig, (ax_loss, ax_valid) = plt.subplots(1, 2, figsize=(11, 4))
     for name, rows in histories.items():
-        epochs = [r["epoch"] for r in rows]
-        ax_loss.plot(epochs, [r["loss"] for r in rows], marker="o", label=name)
+        steps = [r["step"] for r in rows]
+        ax_loss.plot(steps, [r["loss"] for r in rows], marker=".", label=name)
         if rows and "valid_ndcg@10" in rows[0]:
-            ax_valid.plot(epochs, [r["valid_ndcg@10"] for r in rows], marker="o", label=name)
-    ax_loss.set(title="training loss", xlabel="epoch", ylabel="loss")
-    ax_valid.set(title="validation nDCG@10 (engagement labels)", xlabel="epoch")
+            ax_valid.plot(steps, [r["valid_ndcg@10"] for r in rows], marker=".", label=name)
+            best = [r for r in rows if r.get("best")]
+            ax_valid.plot([r["step"] for r in best], [r["valid_ndcg@10"] for r in best], "k*",
+                          markersize=12, label="kept (best)" if best else None)
+    ax_loss.set(title="training loss", xlabel="optimiser step", ylabel="loss")
+    ax_valid.set(title=f"validation nDCG@10 ({valid_labels})", xlabel="optimiser step")
     ax_loss.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _plot_models(results: dict[str, dict], path: Path) -> None:
+def _plot_models(results: dict[str, dict], path: Path, title: str) -> None:
     names = list(results)
     values = [results[n]["ndcg@10"] for n in names]
     fig, ax = plt.subplots(figsize=(9, 4))
     bars = ax.barh(names, values, color="tab:blue")
     ax.bar_label(bars, fmt="%.4f", fontsize=8)
-    ax.set(title="true-relevance nDCG@10 on held-out queries", xlim=(min(values) - 0.05, 1.0))
+    ax.set(title=title, xlim=(max(min(values) - 0.05, 0.0), 1.0))
     ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _results_lines(out: Path, summary: dict, heading: str) -> list[str]:
+    """The title, the model table and the plots, shared by both reports."""
+    results = summary["results"]
+    _plot_models(results, out / "ndcg_by_model.png", f"nDCG@10, {heading}")
+    lines = [
+        f"# LTR training report — {summary['version']}", "",
+        f"Exported model: `{summary['model_dir']}` (torch vs ONNX Runtime max |diff| "
+        f"{summary['parity_max_abs_diff']:.1e}).", "",
+        f"## {heading}", "",
+        "| model | nDCG@10 | MRR (grade ≥ 3) | queries | lists | train s | pairs/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['ndcg@10']:.4f} | {r['mrr']:.4f} | {r['queries']} | "
+                     f"{r['lists']} | {r.get('train_seconds', '')} | {r.get('pairs_per_s', '')} |")
+    return lines + ["", "![nDCG by model](ndcg_by_model.png)", "", "## Learning curves", "",
+                    "![learning curves](learning_curves.png)", ""]
 
 
 def _plot_propensity(click_rate: list[float], eta: float, path: Path) -> None:
@@ -52,27 +74,15 @@ def _plot_propensity(click_rate: list[float], eta: float, path: Path) -> None:
 
 
 def write_report(out: Path, summary: dict) -> Path:
+    """The simulator run's report: models on held-out queries with true relevance."""
     results, data = summary["results"], summary["dataset"]
-    _plot_curves(summary["histories"], out / "learning_curves.png")
-    _plot_models(results, out / "ndcg_by_model.png")
+    _plot_curves(summary["histories"], out / "learning_curves.png", "engagement labels")
     _plot_propensity(summary["propensity"]["click_rate"], summary["propensity"]["eta"],
                      out / "propensity.png")
-    lines = [
-        f"# LTR training report — {summary['version']}", "",
-        f"Exported model: `{summary['model_dir']}` (torch vs ONNX Runtime max |diff| "
-        f"{summary['parity_max_abs_diff']:.1e}).", "",
-        "## Held-out queries, true relevance", "",
-        "| model | nDCG@10 | MRR (grade ≥ 3) | queries | lists | train s | pairs/s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['ndcg@10']:.4f} | {r['mrr']:.4f} | {r['queries']} | "
-                     f"{r['lists']} | {r.get('train_seconds', '')} | {r.get('pairs_per_s', '')} |")
-    lines += ["", "Lists without any relevant item are left out of the means and counted "
+    lines = _results_lines(out, summary, "Held-out queries, true relevance")
+    lines += ["Lists without any relevant item are left out of the means and counted "
               f"({results['recall_order']['lists_without_relevant']} here).", "",
-              "![nDCG by model](ndcg_by_model.png)", "", "## Learning curves", "",
-              "![learning curves](learning_curves.png)", "", "## Data", "",
-              "| | count |", "|---|---|"]
+              "## Data", "", "| | count |", "|---|---|"]
     for key in ("events", "requests", "kept_requests", "bot_users", "tapper_users",
                 "outlier_items_removed", "train_lists", "train_pairs", "valid_lists",
                 "test_lists", "test_queries"):
@@ -86,6 +96,27 @@ def write_report(out: Path, summary: dict) -> Path:
               f"{summary['propensity']['method']}: eta = {summary['propensity']['eta']} from "
               f"{summary['propensity']['shuffled_pages']} shuffled pages.", "",
               "![propensity](propensity.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_letor_report(out: Path, summary: dict) -> Path:
+    """The LETOR run's report: models on the test file, its labels."""
+    data, norm = summary["dataset"], summary["normalisation"]
+    _plot_curves(summary["histories"], out / "learning_curves.png", "validation queries")
+    lines = _results_lines(out, summary, "Test file")
+    lines += ["## Data", "", "| | |", "|---|---|"]
+    for split, path in data["files"].items():
+        lines.append(f"| {split} | {path} |")
+    for key in ("features", "train_queries", "train_rows", "valid_queries", "valid_rows",
+                "test_queries", "test_rows"):
+        lines.append(f"| {key} | {data[key]} |")
+    for split, count in data["rejected_lines"].items():
+        lines.append(f"| rejected lines: {split} | {count} |")
+    lines += ["", "## Input normalisation", "", f"{norm['rule']}.", "",
+              f"- signed log1p: features {norm['log_columns'] or 'none'}",
+              f"- constant (zeroed): features {norm['constant_columns'] or 'none'}", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
