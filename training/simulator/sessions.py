@@ -18,6 +18,7 @@ nearly everything they see (and rarely engage further).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -145,25 +146,58 @@ class Simulator:
                            ("item_id", ids), ("position", pos), ("relevance", grade),
                            ("utility", utility)):
             self.out.truth[key].append(value)
-        if bot:
-            click = (pos == 1) & (rng.random(n) < 0.1)
-            engage = np.zeros(n)
-        elif tapper:
-            click = rng.random(n) < 0.85
-            engage = 0.1 * utility
-        else:
-            examined = rng.random(n) < pos ** -cfg.examination_eta
-            p_click = cfg.click_noise + (1 - cfg.click_noise) * (2.0 ** grade - 1) / 15.0
-            click = examined & (rng.random(n) < p_click)
-            engage = utility
-        t_click = t_ms + ((2 + 3 * pos + rng.exponential(10, n)) * 1000).astype(np.int64)
-        quality, appeal = cat.quality[shown], cat.price_appeal(shown)
-        steps = (("click", click, t_click),
-                 ("like", click & (rng.random(n) < 0.7 * engage * (0.3 + 0.7 * quality)),
-                  t_click + (rng.exponential(30, n) * 1000).astype(np.int64)),
-                 ("comment", click & (rng.random(n) < 0.2 * engage),
-                  t_click + (rng.exponential(60, n) * 1000).astype(np.int64)),
-                 ("purchase", click & (rng.random(n) < 0.5 * engage**2 * appeal),
-                  t_click + (rng.exponential(300, n) * 1000).astype(np.int64)))
-        for event, hit, ts in steps:
+        kind = "bot" if bot else "tapper" if tapper else "human"
+        for event, hit, ts in user_actions(rng, cfg, kind, pos, grade, utility,
+                                           cat.quality[shown], cat.price_appeal(shown), t_ms):
             add(req, event, ids[hit], pos[hit], ts[hit], rank[hit], scores[rank][hit])
+
+
+UserKind = Literal["human", "tapper", "bot"]
+
+
+def user_actions(rng: np.random.Generator, cfg: SessionConfig, kind: UserKind, pos: np.ndarray,
+                 grade: np.ndarray, utility: np.ndarray, quality: np.ndarray,
+                 appeal: np.ndarray, t_ms: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """What a user does on a page shown at ``t_ms``: (event, mask of the page's items,
+    timestamps ms) for click, like, comment and purchase (see the module docstring)."""
+    n = len(pos)
+    if kind == "bot":
+        click = (pos == 1) & (rng.random(n) < 0.1)
+        engage = np.zeros(n)
+    elif kind == "tapper":
+        click = rng.random(n) < 0.85
+        engage = 0.1 * utility
+    else:
+        examined = rng.random(n) < examination(pos, cfg)
+        click = examined & (rng.random(n) < click_probability(grade, cfg))
+        engage = utility
+    t_click = t_ms + ((2 + 3 * pos + rng.exponential(10, n)) * 1000).astype(np.int64)
+    return [("click", click, t_click),
+            ("like", click & (rng.random(n) < 0.7 * engage * (0.3 + 0.7 * quality)),
+             t_click + (rng.exponential(30, n) * 1000).astype(np.int64)),
+            ("comment", click & (rng.random(n) < 0.2 * engage),
+             t_click + (rng.exponential(60, n) * 1000).astype(np.int64)),
+            ("purchase", click & (rng.random(n) < purchase_probability(engage, appeal)),
+             t_click + (rng.exponential(300, n) * 1000).astype(np.int64))]
+
+
+def examination(pos: np.ndarray, cfg: SessionConfig) -> np.ndarray:
+    """P(a human examines 1-based position ``pos``)."""
+    return pos.astype(np.float64) ** -cfg.examination_eta
+
+
+def click_probability(grade: np.ndarray, cfg: SessionConfig) -> np.ndarray:
+    """P(click | examined) of a human, by true grade."""
+    return cfg.click_noise + (1 - cfg.click_noise) * (2.0 ** grade - 1) / 15.0
+
+
+def purchase_probability(engage: np.ndarray, appeal: np.ndarray) -> np.ndarray:
+    """P(purchase | click) for an engagement level (a human's: the item's utility)."""
+    return 0.5 * engage ** 2 * appeal
+
+
+def expected_purchases(pos: np.ndarray, grade: np.ndarray, utility: np.ndarray,
+                       appeal: np.ndarray, cfg: SessionConfig) -> np.ndarray:
+    """A human's expected purchases of each shown item (the ground truth of ATPU)."""
+    return (examination(pos, cfg) * click_probability(grade, cfg)
+            * purchase_probability(utility, appeal))
