@@ -125,6 +125,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate_traffic(args: argparse.Namespace) -> int:
+    from training.simulator.traffic import TrafficConfig, drive_traffic
+
+    config = TrafficConfig(url=args.url, sim_dir=Path(args.sim_dir), out_dir=Path(args.out),
+                           sessions=args.sessions, concurrency=args.concurrency, seed=args.seed,
+                           page_size=args.page_size, max_seconds=args.max_seconds,
+                           timeout_s=args.timeout_s)
+    if not (config.sim_dir / "summary.json").is_file():
+        print(f"error: {config.sim_dir}/summary.json not found", file=sys.stderr)
+        return 2
+    bar = _progress(args.sessions, "sessions")
+    summary = drive_traffic(config, bar.update)
+    bar.close()
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    return 0 if summary["answered"] else 1
+
+
 def cmd_train_ltr(args: argparse.Namespace) -> int:
     if args.letor:
         return _train_letor(args)
@@ -378,6 +395,7 @@ PUBLISH_EXIT_CODES = ("exit codes: 0 published; 1 failed (the previous version i
                       "served); 2 bad options; 75 another run holds the lock (retry later)")
 GROUPS = {
     "model": "model utilities",
+    "simulate": "the marketplace simulator: offline logs, or live traffic to a service",
     "train": "offline trainers",
     "moderation": "prohibited-item detectors: scoring job, new categories",
     "images": "Image Score jobs",
@@ -395,8 +413,22 @@ COMMANDS: tuple[Command, ...] = (
             help="older index versions kept for rollback"))),
     Command("model baseline", "write the hand-set baseline ranker", cmd_model_baseline, (
         opt("--models-dir"), opt("--version", default="1"))),
-    Command("simulate", "simulate a marketplace: catalog, event logs, truth", cmd_simulate,
-            (opt("--out", default="var/sim"), *SIMULATION)),
+    Command("simulate logs", "simulate a marketplace: catalog, event logs, truth",
+            cmd_simulate, (opt("--out", default="var/sim"), *SIMULATION)),
+    Command("simulate traffic", "simulated users search a running service over HTTP and "
+            "act on its answers: event log + ground truth", cmd_simulate_traffic, (
+                opt("--url", required=True, help="the service, e.g. http://127.0.0.1:8000"),
+                opt("--sim-dir", required=True,
+                    help="the simulation the service's catalog came from (its summary.json), "
+                         "e.g. var/demo/sim-20000-seed0"),
+                opt("--sessions", type=int, default=1000),
+                opt("--concurrency", type=int, default=8, help="requests in flight"),
+                opt("--seed", type=int, default=0),
+                opt("--page-size", type=int, default=40),
+                opt("--max-seconds", type=float, default=600.0,
+                    help="stop sending after this long"),
+                opt("--timeout-s", type=float, default=5.0, help="per request"),
+                opt("--out", required=True, help="events.parquet, truth.parquet, summary.json"))),
     Command("train ltr", "simulate (or reuse) logs, train, evaluate, export the ranker; or "
             "with --letor, the same on LETOR / SVMlight files", cmd_train_ltr, (
                 opt("--letor", metavar="TRAIN", default="",
