@@ -15,6 +15,9 @@ The config is a YAML file (``BESTMATCH_EXPERIMENTS_FILE``)::
             image_weight: 0.2     # default: BESTMATCH_IMAGE_WEIGHT
           - name: recall
             ranker: recall        # the engine's order, no model
+          - name: explore
+            ranker: default
+            explore: {rate: 0.05, top: 20}   # exploration (app/exploration.py)
 
 **Bucketing.** The unit is the user id, or the session id of an anonymous request;
 a request with neither gets the default. Per experiment, two independent uniform
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -64,12 +68,21 @@ class ModelRef(BaseModel):
     version: str = "latest"
 
 
+class ExploreSpec(BaseModel):
+    """Randomise the top of the served order on a share of the arm's requests."""
+
+    model_config = ConfigDict(extra="forbid")
+    rate: float = Field(gt=0, le=1, description="share of requests whose top is shuffled")
+    top: int = Field(20, ge=2, le=100, description="positions shuffled")
+
+
 class ArmSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     weight: float = Field(1.0, gt=0)
     ranker: Literal["default", "recall"] | ModelRef = "default"
     image_weight: float | None = None
+    explore: ExploreSpec | None = None
 
     @field_validator("ranker", mode="before")
     @classmethod
@@ -131,12 +144,22 @@ class Arm:
     image_weight: float
     model: LoadedModel | None = None
     recall_only: bool = False
+    explore: ExploreSpec | None = None
+
+
+def _key(salt: str, purpose: str, unit: str) -> int:
+    digest = hashlib.blake2b(f"{salt}\0{purpose}\0{unit}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def bucket(salt: str, purpose: str, unit: str) -> float:
     """A uniform draw in [0, 1) fixed by (salt, purpose, unit)."""
-    digest = hashlib.blake2b(f"{salt}\0{purpose}\0{unit}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return _key(salt, purpose, unit) / 2**64
+
+
+def request_rng(purpose: str, request_id: str) -> np.random.Generator:
+    """A generator fixed by the request id: the same request is randomised the same way."""
+    return np.random.default_rng(_key("request", purpose, request_id))
 
 
 @dataclass(frozen=True)
@@ -210,7 +233,8 @@ class ExperimentRegistry:
                              "message": str(exc)}]) from None
                     opened[model.path] = model
                 arms[spec.name, arm.name] = Arm(spec.name, arm.name, weight, model,
-                                                recall_only=arm.ranker == "recall")
+                                                recall_only=arm.ranker == "recall",
+                                                explore=arm.explore)
         return Experiments(tuple(config.experiments), arms, self._default())
 
     def reload(self) -> Experiments:

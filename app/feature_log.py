@@ -11,11 +11,13 @@ One record, items as columns in ranked order (the request path only slices array
 writer thread serialises them)::
 
     {"request_id", "ts" (ISO, UTC), "query", "user_id", "experiment", "arm",
-     "model": {"name", "version"}, "feature_version", "offset", "degraded",
-     "query_ids": [...],
+     "model": {"name", "version"}, "feature_spec" (its hash), "feature_version", "offset",
+     "degraded",
+     "explored" (the top was shuffled, app.exploration), "query_ids": [...],
      "items": {"id": [...], "position": [...] (1-based in the ranked list),
                "recall_rank": [...], "dense": [[12 float32, spec order], ...],
-               "title_ids": [[...], ...] (0-padded)}}
+               "title_ids": [[...], ...] (0-padded),
+               "propensity": [...] (P(the logging policy shows this item here))}}
 
 ``dense`` holds the exact values the model scored (float32, spec-transformed), so a
 dataset built from this log has no online/offline skew (``training.dataset.load_served_logs``).

@@ -18,8 +18,15 @@ import numpy as np
 
 from app import metrics
 from app.experiments import Arm
+from app.exploration import explore
 from app.feature_log import FeatureLog
-from app.feature_spec import DENSE_NAMES, CandidateBlock, dense_matrix, raw_features
+from app.feature_spec import (
+    DENSE_NAMES,
+    CandidateBlock,
+    dense_matrix,
+    raw_features,
+    spec_hash,
+)
 from app.interfaces import FeatureSource, SearchEngine
 from app.listings import CONDITION_ORDINAL
 from app.recall import RecallParams, best_match_query, newest_query
@@ -131,13 +138,17 @@ class Searcher:
         ranking = self.rank(features.dense, query_ids, cands, arm)
         watch.lap("score")
         final = blend_scores(ranking.model_scores, cands.image_score, arm.image_weight)
-        order = np.argsort(-final, kind="stable")[req.offset: req.offset + req.size]
+        ranked, explored, propensity = explore(np.argsort(-final, kind="stable"), arm.explore,
+                                               request_id)
+        page = slice(req.offset, req.offset + req.size)
+        order = ranked[page]
         degraded = [r for r in (features.degraded, ranking.degraded) if r]
         answer.update(model=ranking.model, degraded=degraded,
                       items=page_items(order, cands, final, ranking, features.dense, req.debug))
         if self.feature_log is not None:
-            self.feature_log.put(self.log_record(req, request_id, arm, answer, now_ms,
-                                                 query_ids, cands, order, features.dense))
+            self.feature_log.put(self.log_record(
+                req, request_id, arm, answer, now_ms, query_ids, cands, order, features.dense,
+                explored, propensity[page]))
         watch.lap("blend")
         for reason in degraded:
             metrics.DEGRADED.labels(reason).inc()
@@ -187,7 +198,8 @@ class Searcher:
 
     def log_record(self, req: SearchRequest, request_id: str, arm: Arm, answer: dict,
                    now_ms: int, query_ids: tuple[int, ...], cands: Candidates,
-                   order: np.ndarray, dense: np.ndarray) -> dict:
+                   order: np.ndarray, dense: np.ndarray, explored: bool,
+                   propensity: np.ndarray) -> dict:
         """The served-feature log's record of this answer (:mod:`app.feature_log`)."""
         model = answer["model"]
         return {
@@ -196,12 +208,13 @@ class Searcher:
             "query": req.query, "user_id": req.user_id, "session_id": req.session_id,
             "experiment": arm.experiment, "arm": arm.name,
             "model": {k: model[k] for k in ("name", "version")} if model else None,
-            "feature_version": self.store.version, "offset": req.offset,
+            "feature_spec": spec_hash(), "feature_version": self.store.version,
+            "offset": req.offset, "explored": explored,
             "degraded": answer["degraded"], "query_ids": query_ids,
             "items": {"id": [cands.ids[i] for i in order.tolist()],
                       "position": list(range(req.offset + 1, req.offset + 1 + len(order))),
                       "recall_rank": order, "dense": dense[order],
-                      "title_ids": cands.title_ids[order]},
+                      "title_ids": cands.title_ids[order], "propensity": propensity},
         }
 
 

@@ -84,6 +84,8 @@ def test_service_logs_what_it_served_and_training_joins_later_engagement(
         ("r1", second, "purchase", served_at + timedelta(minutes=3)),
         ("r1", first, "like", served_at - timedelta(seconds=30)),
         ("r2", records["r2"]["items"]["id"][0], "click", served_at + timedelta(seconds=9)),
+        ("r1", second, "click", served_at + timedelta(seconds=5)),  # sent twice
+        ("r9", second, "click", served_at + timedelta(seconds=5)),  # never served
     ]
     events_path = tmp_path / "events.jsonl"
     events_path.write_bytes(b"".join(orjson.dumps(
@@ -93,10 +95,13 @@ def test_service_logs_what_it_served_and_training_joins_later_engagement(
         f.write(b'{"request_id": "r3", "items": [{"id"')  # a line cut short by a crash
 
     data = load_served_logs(sorted(logs.glob("served-*.jsonl")), events_path,
-                            rejects_path=tmp_path / "rejects.jsonl")
+                            rejects_path=tmp_path / "rejects.jsonl",
+                            event_rejects_path=tmp_path / "event-rejects.jsonl")
     assert data.summary["rejected_records"] == {"not JSON (a line cut short?)": 1}
     assert (tmp_path / "rejects.jsonl").exists()
-    assert data.summary["engagement_before_serve"] == 1
+    assert data.summary["rejected_events"] == {
+        "before_impression": 1, "duplicate": 1, "unknown_request_or_item": 1}
+    assert len((tmp_path / "event-rejects.jsonl").read_text().splitlines()) == 3
     assert data.summary["dropped_requests"] == {"click_only": 1}  # r2: a click alone
     assert data.summary["kept_requests"] == 1
 

@@ -47,6 +47,7 @@ from app.feature_spec import (
     CandidateBlock,
     dense_matrix,
     raw_features,
+    spec_hash,
 )
 from app.listings import CONDITION_ORDINAL, PRICE_MAX
 from feature_jobs.events import read_events, set_aside
@@ -234,12 +235,28 @@ def load_logs(events_path: Path, listings_path: Path, config: LabelConfig | None
     return LogData(imps, requests, summary)
 
 
+class ServedSpecMismatch(Exception):
+    """A served-feature log record from another feature spec (records written before the
+    hash was logged have none and are read as this spec's)."""
+
+
+def _check_spec(record: dict, path: Path, line: int) -> None:
+    logged = record.get("feature_spec")
+    if logged is not None and logged != spec_hash():
+        raise ServedSpecMismatch(
+            f"{path}:{line}: served with feature spec {logged}, but this code's spec is "
+            f"{spec_hash()}: its features mean something else. Train on logs of one spec "
+            "(split the files by their feature_spec) with the code of that spec.")
+
+
 def read_served(paths: list[Path], rejects_path: Path | None = None,
                 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """One row per served item from served-feature log files (:mod:`app.feature_log`).
 
     A record that cannot be used (a line cut short by a crash, a missing field, a feature
     vector of the wrong length) is written to ``rejects_path`` with the reason and counted.
+    A record served with another feature spec (its ``feature_spec`` hash) is refused:
+    :class:`ServedSpecMismatch`, since its features mean something else.
     """
     rows, bad = [], []
     for path in paths:
@@ -247,13 +264,16 @@ def read_served(paths: list[Path], rejects_path: Path | None = None,
             for number, line in enumerate(f, 1):
                 try:
                     rec = orjson.loads(line)
+                    _check_spec(rec, path, number)
                     head = (rec["request_id"], rec["ts"], rec["query"], rec.get("user_id"),
-                            rec["query_ids"])
+                            rec["query_ids"], rec.get("experiment"), rec.get("arm"),
+                            bool(rec.get("explored", False)))
                     cols = rec["items"]
+                    n = len(cols["id"])
                     items = list(zip(cols["id"], cols["position"], cols["dense"],
                                      ([t for t in ids if t] for ids in cols["title_ids"]),
-                                     strict=True))
-                    if any(len(dense) != DENSE_DIM for _, _, dense, _ in items):
+                                     cols.get("propensity", [1.0] * n), strict=True))
+                    if any(len(item[2]) != DENSE_DIM for item in items):
                         raise ValueError(f"dense must have {DENSE_DIM} values")
                 except orjson.JSONDecodeError:
                     reason = "not JSON (a line cut short?)"
@@ -271,8 +291,10 @@ def read_served(paths: list[Path], rejects_path: Path | None = None,
         pl.DataFrame(bad).write_ndjson(rejects_path)
     served = pl.DataFrame(rows, orient="row", schema={
         "request_id": pl.String, "ts": pl.String, "query": pl.String, "user_id": pl.String,
-        "query_ids": pl.List(pl.Int32), "item_id": pl.String, "position": pl.Int32,
-        "dense": pl.List(pl.Float32), "title_ids": pl.List(pl.Int32)})
+        "query_ids": pl.List(pl.Int32), "experiment": pl.String, "arm": pl.String,
+        "explored": pl.Boolean, "item_id": pl.String, "position": pl.Int32,
+        "dense": pl.List(pl.Float32), "title_ids": pl.List(pl.Int32),
+        "propensity": pl.Float64})
     served = served.with_columns(
         pl.col("ts").str.to_datetime(time_zone="UTC"),
         pl.col("dense").list.to_array(DENSE_DIM),
@@ -283,25 +305,32 @@ def read_served(paths: list[Path], rejects_path: Path | None = None,
 
 def load_served_logs(served_paths: list[Path], events_path: Path,
                      config: LabelConfig | None = None,
-                     rejects_path: Path | None = None) -> LogData:
+                     rejects_path: Path | None = None,
+                     event_rejects_path: Path | None = None) -> LogData:
     """Training data from the served-feature log joined with later engagement events.
 
     Features are exactly what the model scored (no online/offline skew); an item's label
-    is the highest grade of the events with its request id and item id logged at or
-    after the serve time (earlier ones are counted, never used: no leakage). The same
-    request hygiene as :func:`load_logs` applies.
+    is the highest grade of its engagement events (same request id and item id). Events
+    that cannot be labels are set aside with the reason (to ``event_rejects_path``) and
+    counted: ``unknown_request_or_item`` (no such served item), ``duplicate`` (the same
+    event again), ``before_impression`` (stamped before the serve: clock trouble; never a
+    label, so nothing leaks). The same request hygiene as :func:`load_logs` applies.
     """
     config = config or LabelConfig()
     served, rejected = read_served(served_paths, rejects_path)
     imps = served.unique(["request_id", "position"], keep="first", maintain_order=True)
     events = read_events(events_path).filter(pl.col("event").is_in(list(config.grades)))
-    engaged = imps.select("request_id", "item_id", "ts").join(
-        events.select("request_id", "item_id", "event", pl.col("ts").alias("event_ts")),
-        on=["request_id", "item_id"])
-    early = engaged.filter(pl.col("event_ts") < pl.col("ts")).height
+    shown = imps.select("request_id", "item_id", pl.col("ts").alias("served_ts")).unique(
+        ["request_id", "item_id"])
+    events = events.select("request_id", "item_id", "event", "ts").join(
+        shown, on=["request_id", "item_id"], how="left")
+    repeat = pl.int_range(pl.len()).over("request_id", "item_id", "event", "ts") > 0
+    reason = (pl.when(pl.col("served_ts").is_null()).then(pl.lit("unknown_request_or_item"))
+              .when(repeat).then(pl.lit("duplicate"))
+              .when(pl.col("ts") < pl.col("served_ts")).then(pl.lit("before_impression")))
+    engaged, event_rejects = set_aside(events, reason, event_rejects_path)
     grade = pl.col("event").replace_strict(config.grades, default=0, return_dtype=pl.Int8)
-    labels = (engaged.filter(pl.col("event_ts") >= pl.col("ts"))
-              .group_by("request_id", "item_id").agg(grade.max().alias("label")))
+    labels = engaged.group_by("request_id", "item_id").agg(grade.max().alias("label"))
     imps = (imps.join(labels, on=["request_id", "item_id"], how="left")
             .with_columns(pl.col("label").fill_null(0)))
     requests, bots, tappers = request_reasons(imps, config)
@@ -309,7 +338,7 @@ def load_served_logs(served_paths: list[Path], events_path: Path,
     summary = {
         "served_items": served.height, "rejected_records": rejected,
         "duplicate_impressions": served.height - imps.height,
-        "engagement_events": engaged.height - early, "engagement_before_serve": early,
+        "engagement_events": engaged.height, "rejected_events": event_rejects,
         "requests": requests.height,
         "dropped_requests": {k: v for k, v in sorted(reasons.items()) if k},
         "kept_requests": reasons.get("", 0),
