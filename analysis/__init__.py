@@ -1,0 +1,1 @@
+"""Offline analysis of served traffic: A/B experiments, interleaving, off-policy estimates."""
