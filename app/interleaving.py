@@ -9,22 +9,13 @@ list. Each shown item is credited to the team that picked it, so a click on it c
 for that team's ranker (offline analysis: :mod:`analysis.interleaving`).
 
 Team 0 is ranker A, 1 is ranker B (logged as ``"a"`` / ``"b"``). The coins come from
-:func:`request_rng`, so the same request id always gets the same interleaving.
+:func:`app.experiments.request_rng`, so the same request id always gets the same
+interleaving.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
-
-
-def request_rng(salt: str, request_id: str) -> np.random.Generator:
-    """A generator fixed by (salt, request id): a keyed hash, as ``bucket`` in
-    :mod:`app.experiments`; change the salt to draw new coins for every request."""
-    digest = hashlib.blake2b(f"{salt}\0interleave\0{request_id}".encode(),
-                             digest_size=8).digest()
-    return np.random.default_rng(int.from_bytes(digest, "big"))
 
 
 def team_draft(order_a: np.ndarray, order_b: np.ndarray, depth: int,

@@ -145,8 +145,10 @@ def cmd_simulate_traffic(args: argparse.Namespace) -> int:
 def cmd_train_ltr(args: argparse.Namespace) -> int:
     if args.letor:
         return _train_letor(args)
+    from app.scoring import ModelError
+    from training.dataset import ServedSpecMismatch
     from training.fit import FitConfig
-    from training.train_ltr import LtrConfig, train_ltr
+    from training.train_ltr import LtrConfig, train_ltr, train_served
 
     config = LtrConfig(
         sim_dir=Path(args.sim_dir), out_dir=Path(args.out), version=args.version,
@@ -154,13 +156,39 @@ def cmd_train_ltr(args: argparse.Namespace) -> int:
         fit=FitConfig(epochs=args.epochs, temperature=args.temperature, seed=args.seed),
         export=args.export, threads=args.threads)
     try:
-        summary = train_ltr(config, say=_say,
-                            progress_factory=_progress)
-    except FileExistsError as exc:
+        if args.served:
+            summary = _train_served(args, config, train_served)
+        else:
+            summary = train_ltr(config, say=_say, progress_factory=_progress)
+    except (FileExistsError, FileNotFoundError, ValueError, ServedSpecMismatch,
+            ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"model_dir": summary["model_dir"], "results": summary["results"]}, indent=2))
     return 0
+
+
+def _train_served(args: argparse.Namespace, config, train_served) -> dict:
+    served = sorted(Path(args.served).glob("served-*.jsonl"))
+    if not served:
+        raise FileNotFoundError(f"no served-*.jsonl files in {args.served}")
+    events = Path(args.events) if args.events else None
+    if events is None:
+        raise ValueError("--served needs --events (the event log: a file or the traffic "
+                         "driver's directory)")
+    truth = Path(args.truth) if args.truth else None
+    if events.is_dir():
+        truth = truth or (events / "truth.parquet" if (events / "truth.parquet").exists()
+                          else None)
+        events = events / "events.parquet"
+    shipped = None
+    if args.compare:
+        from app.scoring import resolve_version
+
+        name, _, version = args.compare.partition("/")
+        shipped = resolve_version(config.models_dir, name, version or "latest")
+    return train_served(config, served, events, truth, shipped, say=_say,
+                        progress_factory=_progress)
 
 
 def _train_letor(args: argparse.Namespace) -> int:
@@ -389,8 +417,9 @@ def publishing(version_help: str) -> tuple:
     )
 
 
-TRAIN_LTR_EPILOG = ("with --letor the simulator options are not used; exit codes: 0 trained; "
-                    "2 bad options or files (e.g. a missing --test)")
+TRAIN_LTR_EPILOG = ("with --letor or --served the simulator options are not used; exit "
+                    "codes: 0 trained; 2 bad options or files (e.g. a missing --test, served "
+                    "logs of another feature spec)")
 PUBLISH_EXIT_CODES = ("exit codes: 0 published; 1 failed (the previous version is still "
                       "served); 2 bad options; 75 another run holds the lock (retry later)")
 GROUPS = {
@@ -440,6 +469,18 @@ COMMANDS: tuple[Command, ...] = (
                     help="with --letor: the file every model is evaluated on"),
                 opt("--loss", default="approx_ndcg", choices=["approx_ndcg", "listnet"],
                     help="with --letor: the MLP's loss"),
+                opt("--served", metavar="DIR", default="",
+                    help="train on what the service served: its served-feature log "
+                         "directory (BESTMATCH_FEATURE_LOG_DIR), with --events"),
+                opt("--events", metavar="PATH", default="",
+                    help="with --served: the event log (Parquet / JSON lines), or a "
+                         "`simulate traffic` directory (events.parquet, truth.parquet)"),
+                opt("--compare", metavar="NAME/VERSION", default="",
+                    help="with --served: also evaluate this model of MODELS_DIR (e.g. the "
+                         "shipped ltr/1) on the same held-out lists"),
+                opt("--truth", metavar="FILE", default="",
+                    help="with --served: true relevance for evaluation (default: "
+                         "truth.parquet beside the events; none: engagement labels)"),
                 opt("--sim-dir", default="var/sim", help="reused when it holds a simulation"),
                 opt("--out", default="var/ltr", help="report and results go to OUT/VERSION "
                     "(with --letor also the model, in OUT/VERSION/model)"),

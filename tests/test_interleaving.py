@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis.interleaving import analyse_interleaving, credit, sign_test
-from app.interleaving import request_rng, team_draft
+from app.experiments import request_rng
+from app.interleaving import team_draft
 
 
 def check_draft(order_a: np.ndarray, order_b: np.ndarray, depth: int, seed: int) -> None:

@@ -15,15 +15,25 @@ from training.dataset import read_served
 from training.simulator.traffic import TrafficConfig, drive_traffic
 
 pytestmark = pytest.mark.integration
+EXPLORE = """
+experiments:
+  - name: loop
+    salt: loop
+    traffic: 1.0
+    arms:
+      - {name: control, explore: {rate: 0.3, top: 10}}
+"""
 
 
 @pytest.fixture(scope="module")
 def demo_world(tmp_path_factory):
     """A small simulated marketplace in the embedded engine, served over HTTP."""
     root = tmp_path_factory.mktemp("traffic")
+    (root / "experiments.yaml").write_text(EXPLORE)
     settings = Settings(engine="embedded", feature_store="snapshot",
                         embedded_index_dir=root / "index", snapshot_dir=root / "features",
-                        feature_log_dir=root / "served", onnx_device="cpu")
+                        feature_log_dir=root / "served", onnx_device="cpu",
+                        experiments_file=root / "experiments.yaml")
     build_demo(1500, seed=3, workdir=root, sessions=400, settings=settings)
     with live_service(settings) as url:
         yield {"root": root, "url": url, "sim_dir": root / "sim-1500-seed3"}
@@ -46,7 +56,7 @@ def test_every_session_is_answered_and_logged(traffic):
     assert set(events["event"].unique()) >= {"impression", "click"}
     pages = events.filter(pl.col("event") == "impression")["request_id"].n_unique()
     assert pages == traffic["truth"]["request_id"].n_unique() > 280  # a few answers are empty
-    assert (events["experiment"] == "none").all() and (events["arm"] == "default").all()
+    assert (events["experiment"] == "loop").all() and (events["arm"] == "control").all()
     # every engagement follows its impression
     imp = events.filter(pl.col("event") == "impression").select(
         "request_id", "item_id", pl.col("ts").alias("shown"))
@@ -80,3 +90,27 @@ def test_clicks_follow_true_relevance_and_position(traffic):
     assert top > 2 * tail
     assert np.all(truth["expected_purchases"].to_numpy() >= 0)
     assert truth["expected_purchases"].sum() > 0
+
+
+def test_a_ranker_trains_from_what_was_served(traffic, demo_world):
+    from pathlib import Path
+
+    from training.fit import FitConfig
+    from training.train_ltr import LtrConfig, train_served
+
+    root = demo_world["root"]
+    config = LtrConfig(out_dir=root / "ltr", models_dir=root / "models", version="s1",
+                       fit=FitConfig(epochs=1, min_steps=20, max_steps=20, batch_lists=16,
+                                     embed_dim=8, hidden=(16,)))
+    summary = train_served(config, sorted((root / "served").glob("served-*.jsonl")),
+                           traffic["out"] / "events.parquet", traffic["out"] / "truth.parquet",
+                           shipped=Path("models/ltr/1"))
+    results = summary["results"]
+    assert list(results)[:3] == ["served_order", "shipped ltr/1", "lightgbm_lambdarank"]
+    assert "mlp_true_labels (ceiling)" in results
+    assert summary["dataset"]["rejected_events"] == {}
+    assert summary["propensity"]["shuffled_pages"] > 40  # the explored pages
+    assert 0.3 < summary["propensity"]["eta"] < 2.0  # simulated with eta = 1
+    assert summary["parity_max_abs_diff"] < 1e-5
+    assert (root / "models" / "ltr" / "s1" / "model.onnx").exists()
+    assert (root / "ltr" / "s1" / "report.md").exists()

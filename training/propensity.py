@@ -28,10 +28,14 @@ class Propensity:
                 "method": "click rate by position on shuffled pages, fit k^-eta"}
 
 
-def estimate_propensity(impressions: pl.DataFrame, genuine_requests: pl.DataFrame,
-                        max_position: int) -> Propensity:
-    shuffled = impressions.filter(pl.col("ranker") == "shuffle").join(
-        genuine_requests.select("request_id"), on="request_id")
+def estimate_propensity(shuffled: pl.DataFrame, genuine_requests: pl.DataFrame,
+                        max_position: int, table_positions: int | None = None) -> Propensity:
+    """From the labelled impressions of randomised pages (positions up to
+    ``max_position`` in random order): the simulator's ``shuffle`` pages, or the
+    service's explored pages (their shuffled top). The fitted table covers
+    ``table_positions`` (default ``max_position``), extrapolating the fit beyond the
+    randomised positions."""
+    shuffled = shuffled.join(genuine_requests.select("request_id"), on="request_id")
     by_pos = (shuffled.group_by("position")
               .agg((pl.col("label") >= 1).sum().alias("clicks"), pl.len().alias("shown"))
               .sort("position").filter(pl.col("position") <= max_position))
@@ -44,6 +48,7 @@ def estimate_propensity(impressions: pl.DataFrame, genuine_requests: pl.DataFram
             f"too few clicks on shuffled pages ({int(clicks.sum())}) to estimate propensities")
     slope, _ = np.polyfit(np.log(pos[ok]), np.log(rate[ok]), 1, w=np.sqrt(clicks[ok]))
     eta = max(-float(slope), 0.0)
-    table = np.ones(max_position + 1)
-    table[1:] = np.arange(1, max_position + 1) ** -eta
+    size = max(table_positions or max_position, max_position)
+    table = np.ones(size + 1)
+    table[1:] = np.arange(1, size + 1) ** -eta
     return Propensity(eta, shuffled["request_id"].n_unique(), rate.round(5).tolist(), table)

@@ -74,27 +74,24 @@ def _plot_propensity(click_rate: list[float], eta: float, path: Path) -> None:
 
 
 def write_report(out: Path, summary: dict) -> Path:
-    """The simulator run's report: models on held-out queries with true relevance."""
+    """The report of a simulator or served-traffic run: models on held-out queries with
+    true relevance."""
     results, data = summary["results"], summary["dataset"]
     _plot_curves(summary["histories"], out / "learning_curves.png", "engagement labels")
     _plot_propensity(summary["propensity"]["click_rate"], summary["propensity"]["eta"],
                      out / "propensity.png")
     lines = _results_lines(out, summary, "Held-out queries, true relevance")
     lines += ["Lists without any relevant item are left out of the means and counted "
-              f"({results['recall_order']['lists_without_relevant']} here).", "",
+              f"({next(iter(results.values()))['lists_without_relevant']} here).", "",
               "## Data", "", "| | count |", "|---|---|"]
-    for key in ("events", "requests", "kept_requests", "bot_users", "tapper_users",
-                "outlier_items_removed", "train_lists", "train_pairs", "valid_lists",
-                "test_lists", "test_queries"):
-        lines.append(f"| {key} | {data[key]} |")
-    for key, value in data["dropped_requests"].items():
-        lines.append(f"| dropped: {key} | {value} |")
-    for key, value in data["rejected_rows"].items():
-        lines.append(f"| rejected rows: {key} | {value} |")
-    lines += ["", f"Labels of kept lists: {data['label_counts']}", "",
-              "## Position bias", "",
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "propensity":
+            lines += [f"| {key}: {k} | {v} |" for k, v in value.items()]
+        elif isinstance(value, int | float):
+            lines.append(f"| {key} | {value} |")
+    lines += ["", "## Position bias", "",
               f"{summary['propensity']['method']}: eta = {summary['propensity']['eta']} from "
-              f"{summary['propensity']['shuffled_pages']} shuffled pages.", "",
+              f"{summary['propensity']['shuffled_pages']} randomised pages.", "",
               "![propensity](propensity.png)", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
