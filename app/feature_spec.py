@@ -9,7 +9,6 @@ inputs); a model's manifest carries it and the service refuses a model whose has
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -132,7 +131,6 @@ def spec_document() -> dict:
     }
 
 
-@functools.cache
 def spec_hash() -> str:
     canonical = json.dumps(spec_document(), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
